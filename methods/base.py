@@ -1,0 +1,313 @@
+"""The one adapter interface: per-class parameters on a frozen backbone.
+
+An ``Adapter`` wraps the backbone's target layers, allocates parameters for new classes
+(``add_classes``), exposes only the current task's parameters as trainable, and runs
+mixed-label batches: every sample uses its own class's adapted layers. Classes without
+an adapter (those of the first task) use the frozen backbone as it is.
+
+Two ways to run a layer, picked by the subclass:
+- weight form (``adapted_weight``): W'_y per class; samples are grouped by label, one
+  convolution per class present in the batch (a loop over classes, never samples);
+- feature form (``feature_forward``): per-sample vectors gathered from a table by label,
+  applied to the layer's input or output in one batched call.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .targets import MethodError, select_conv2d, set_submodule
+
+
+@dataclass
+class BatchPlan:
+    """How one batch's labels map onto adapted classes, computed once per forward."""
+
+    labels: torch.Tensor
+    classes: list[int | None]          # slot -> class (None: the frozen backbone)
+    slot: torch.Tensor                 # per sample: its slot in ``classes``
+    groups: list[tuple[int | None, torch.Tensor]]  # (class, sample indices), one per slot present
+
+    @classmethod
+    def build(cls, labels: torch.Tensor, adapted: set[int]) -> "BatchPlan":
+        present = sorted(int(c) for c in torch.unique(labels).tolist())
+        classes: list[int | None] = [None] + [c for c in present if c in adapted]
+        lut = torch.zeros(max(present) + 1, dtype=torch.long)
+        for s, c in enumerate(classes[1:], start=1):
+            lut[c] = s
+        slot = lut.to(labels.device)[labels]
+        groups = []
+        for s, c in enumerate(classes):
+            idx = (slot == s).nonzero(as_tuple=True)[0]
+            if idx.numel():
+                groups.append((c, idx))
+        return cls(labels, classes, slot, groups)
+
+    @property
+    def single(self) -> tuple[bool, int | None]:
+        """(True, class) when the whole batch uses one slot."""
+        return (len(self.groups) == 1, self.groups[0][0] if len(self.groups) == 1 else None)
+
+
+class AdaptedLayer(nn.Module):
+    """Stands where a backbone layer was; routes its forward through the adapter."""
+
+    is_adapted_layer = True
+
+    def __init__(self, base: nn.Module, adapter: "Adapter", key: str):
+        super().__init__()
+        self.base = base
+        self.key = key
+        object.__setattr__(self, "_adapter", adapter)  # not a submodule: no cycle
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._adapter.layer_forward(self.key, self.base, x)
+
+
+class ClassEmbedding(nn.Module):
+    """The backbone's label embedding with the rows of adapted classes replaced."""
+
+    is_adapted_layer = True
+
+    def __init__(self, base: nn.Embedding, adapter: "Adapter"):
+        super().__init__()
+        self.base = base
+        object.__setattr__(self, "_adapter", adapter)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        rows = {c: p.embedding for c, p in self._adapter.class_params_items() if p.embedding is not None}
+        if not rows:
+            return self.base(y)
+        index = torch.tensor(list(rows), dtype=torch.long, device=y.device)
+        table = self.base.weight.index_put((index,), torch.stack(list(rows.values())))
+        return F.embedding(y, table)
+
+
+class ClassParams(nn.Module):
+    """One class's parameters: its embedding row and one ParameterDict per adapted layer."""
+
+    def __init__(self, embedding: torch.Tensor | None, layers: dict[str, dict[str, torch.Tensor]]):
+        super().__init__()
+        self.embedding = nn.Parameter(embedding.clone()) if embedding is not None else None
+        self.layers = nn.ModuleDict({k: nn.ParameterDict({n: nn.Parameter(t) for n, t in v.items()})
+                                     for k, v in layers.items()})
+
+    def adapter_numel(self) -> int:
+        return sum(p.numel() for p in self.layers.parameters())
+
+
+class Adapter(nn.Module):
+    """Base class of every method in ``methods/``; see the module docstring."""
+
+    name: ClassVar[str] = ""
+    # option -> default; subclasses extend. ``layers`` is a Conv2d index range or "auto"
+    # (the backbone config's ``adapter_layers``, 40-54 on the paper's CIFAR10 U-Net).
+    defaults: ClassVar[dict[str, Any]] = {"layers": "auto", "target_modules": None, "train_embedding": True}
+    target: ClassVar[str] = "conv2d"   # "conv2d", "attention" or "none"
+
+    def __init__(self, **options: Any):
+        super().__init__()
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise MethodError(f"method {self.name!r} has no option {unknown[0]!r}; "
+                              f"its options: {', '.join(sorted(self.defaults))}")
+        self.options = {**self.defaults, **options}
+        self.validate_options()
+        self.backbone: nn.Module | None = None
+        self.layer_info: dict[str, dict[str, Any]] = {}
+        self.class_params = nn.ModuleDict()
+        self._plan: BatchPlan | None = None
+
+    # ---- options and attachment -------------------------------------------------
+    def validate_options(self) -> None:
+        """Check option values; subclasses raise MethodError with one clear line."""
+
+    def attach(self, backbone: nn.Module) -> "Adapter":
+        """Freeze ``backbone`` and wrap its target layers; returns self (call it once)."""
+        if self.backbone is not None:
+            raise MethodError(f"method {self.name!r} is already attached to a backbone")
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone = backbone
+        for key, name, module, info in self.select_targets(backbone):
+            set_submodule(backbone, name, AdaptedLayer(module, self, key))
+            self.layer_info[key] = {"name": name, **info}
+        if hasattr(backbone, "label_emb"):
+            backbone.label_emb = ClassEmbedding(backbone.label_emb, self)
+        return self
+
+    def select_targets(self, backbone: nn.Module):
+        """Yield (key, module name, module, info) for every layer this method adapts."""
+        if self.target != "conv2d":
+            return
+        layers = self.options["layers"]
+        if layers == "auto":
+            layers = getattr(getattr(backbone, "config", None), "adapter_layers", "all")
+        for index, name, conv in select_conv2d(backbone, layers, self.options["target_modules"]):
+            info = {"index": index, "in_channels": conv.in_channels, "out_channels": conv.out_channels,
+                    "kernel_size": conv.kernel_size[0]}
+            yield f"conv{index}", name, conv, info
+
+    # ---- classes ------------------------------------------------------------------
+    def new_layer_params(self, key: str, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Initial parameters of one class for one layer (identity at initialisation)."""
+        return {}
+
+    def add_classes(self, classes: list[int]) -> None:
+        """Allocate parameters for ``classes`` (initialised to the identity) and make them trainable."""
+        assert self.backbone is not None, "attach() the method to a backbone first"
+        emb = self._embedding_base()
+        for y in classes:
+            if str(y) in self.class_params:
+                raise MethodError(f"class {y} already has an adapter")
+            if emb is not None and not 0 <= y < emb.num_embeddings:
+                raise MethodError(f"class {y} is outside the backbone's {emb.num_embeddings} classes")
+            layers = {k: self.new_layer_params(k, self._layer(k).base) for k in self.layer_info}
+            row = emb.weight.detach()[y] if (emb is not None and self.options["train_embedding"]) else None
+            self.class_params[str(y)] = ClassParams(row, layers).to(self._device())
+        self.set_trainable(classes)
+
+    def set_trainable(self, classes: list[int]) -> None:
+        """Only the parameters of ``classes`` require grad; everything else is frozen."""
+        wanted = {str(c) for c in classes}
+        for key, params in self.class_params.items():
+            for p in params.parameters():
+                p.requires_grad_(key in wanted)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.class_params.parameters() if p.requires_grad]
+
+    def adapted_classes(self) -> set[int]:
+        return {int(k) for k in self.class_params}
+
+    def class_params_items(self):
+        return ((int(k), v) for k, v in self.class_params.items())
+
+    def ppc(self) -> int:
+        """Parameters per class really allocated for one class (embedding row excluded)."""
+        probe = self._probe_class()
+        return probe.adapter_numel()
+
+    def embedding_params_per_class(self) -> int:
+        emb = self._embedding_base()
+        return emb.embedding_dim if (emb is not None and self.options["train_embedding"]) else 0
+
+    # ---- forward ------------------------------------------------------------------
+    @contextmanager
+    def batch(self, labels: torch.Tensor):
+        """Route a forward pass for ``labels``: every sample uses its own class's layers."""
+        self._plan = BatchPlan.build(labels, self.adapted_classes())
+        try:
+            yield self._plan
+        finally:
+            self._plan = None
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.batch(y):
+            return self.backbone(t, x, y)
+
+    def layer_forward(self, key: str, base: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        plan = self._plan
+        if plan is None:
+            raise RuntimeError("adapted layers run only inside Adapter.forward / Adapter.batch(labels)")
+        single, cls = plan.single
+        if single and cls is None:
+            return base(x)
+        return self.grouped_forward(key, base, x, plan)
+
+    def grouped_forward(self, key: str, base: nn.Module, x: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
+        """Weight form: one call of the layer per class present in the batch."""
+        if len(plan.groups) == 1:
+            return self._call_with_weight(key, base, x, plan.groups[0][0])
+        outs, order = [], []
+        for cls, idx in plan.groups:
+            outs.append(self._call_with_weight(key, base, x.index_select(0, idx), cls))
+            order.append(idx)
+        inverse = torch.empty_like(plan.slot)
+        perm = torch.cat(order)
+        inverse[perm] = torch.arange(perm.numel(), device=perm.device)
+        return torch.cat(outs).index_select(0, inverse)
+
+    def _call_with_weight(self, key: str, base: nn.Module, x: torch.Tensor, cls: int | None) -> torch.Tensor:
+        if cls is None:
+            return base(x)
+        weight = self.adapted_weight(key, base.weight, self.class_params[str(cls)].layers[key])
+        return conv_with_weight(base, x, weight)
+
+    def adapted_weight(self, key: str, weight: torch.Tensor, params: nn.ParameterDict) -> torch.Tensor:
+        """W'_y for one class and layer; weight-form methods override this."""
+        return weight
+
+    # ---- save / load one class -----------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return {"method": self.name, "options": self.options}
+
+    def save_class(self, y: int, directory: str | Path) -> Path:
+        """Write class y's parameters (safetensors) and the method config (JSON) to ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        params = self.class_params[str(y)]
+        tensors = {k: v.detach().cpu().contiguous() for k, v in params.state_dict().items()}
+        save_file(tensors, str(directory / "adapter.safetensors"))
+        meta = {**self.config_dict(), "class": y, "ppc": params.adapter_numel()}
+        (directory / "adapter_config.json").write_text(json.dumps(meta, indent=2))
+        return directory
+
+    def load_class(self, directory: str | Path, y: int | None = None) -> int:
+        """Load a class saved by ``save_class`` (into class ``y`` or its own); returns the class."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        meta = json.loads((directory / "adapter_config.json").read_text())
+        if meta["method"] != self.name:
+            raise MethodError(f"{directory} holds a {meta['method']!r} adapter, not {self.name!r}")
+        y = meta["class"] if y is None else y
+        if str(y) not in self.class_params:
+            self.add_classes([y])
+        state = load_file(str(directory / "adapter.safetensors"), device=str(self._device()))
+        self.class_params[str(y)].load_state_dict(state)
+        self.set_trainable([])
+        return y
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _layer(self, key: str) -> AdaptedLayer:
+        return self.backbone.get_submodule(self.layer_info[key]["name"])
+
+    def _embedding_base(self) -> nn.Embedding | None:
+        emb = getattr(self.backbone, "label_emb", None)
+        return emb.base if isinstance(emb, ClassEmbedding) else emb
+
+    def _device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def _probe_class(self) -> ClassParams:
+        if len(self.class_params):
+            return next(iter(self.class_params.values()))
+        layers = {k: self.new_layer_params(k, self._layer(k).base) for k in self.layer_info}
+        return ClassParams(None, layers)
+
+
+def conv_with_weight(base: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Run a Conv1d/Conv2d ``base`` with another weight of the same shape."""
+    conv = F.conv2d if isinstance(base, nn.Conv2d) else F.conv1d
+    return conv(x, weight, base.bias, base.stride, base.padding, base.dilation, base.groups)
+
+
+def ones(*shape: int) -> torch.Tensor:
+    return torch.ones(*shape)
+
+
+def per_sample_table(adapter: Adapter, plan: BatchPlan, key: str, name: str,
+                     identity: torch.Tensor) -> torch.Tensor:
+    """Gather one per-class vector per sample (identity for frozen classes): (N, *shape)."""
+    rows = [identity] + [adapter.class_params[str(c)].layers[key][name] for c in plan.classes[1:]]
+    return torch.stack(rows).index_select(0, plan.slot)

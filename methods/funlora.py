@@ -1,0 +1,129 @@
+"""FunLoRA (Eq. 8-19): a rank-1 product B A whose rank is raised by K functions.
+
+M_y = sum_{j=1..K} gamma_{y,j} f_j(B_y, A_y) and W'_y = W * M_y (broadcast over k x k).
+- cosine (Eq. 16-19): f_j = cos(omega_j * B A), omega = [1..K], learned or fixed;
+- power (Eq. 11-15):  f_j = (B A)^{p_j}, p = [1..K]; a learned p uses the surrogate
+  sign(x) |x|^p (plain x^p is NaN for negative x and fractional p);
+- rshift (Eq. 9-10):  f_j = S_j(B) S_j(A^T)^T, S_j a circular shift by j = 0..K-1 of
+  both factors (rank <= K).
+``ratio`` rho (Table IV) shrinks B and A to c_out/rho and c_in/rho entries, each value
+repeated rho times to full size.
+
+Initialisation rule (the paper does not give one): B = A = 1 and gamma = (g, 0, ..., 0)
+with g chosen so that M_y = 1 exactly at init: g = 1 for power and rshift (f_1 = 1), and
+for cosine g = 1/cos(omega_1), nudged by one float32 ulp at a time until g * cos(omega_1)
+rounds to exactly 1. A new class therefore starts from the frozen model's output.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import register
+from .base import Adapter
+from .targets import MethodError
+
+FUNCTIONS = ("cosine", "power", "rshift")
+
+
+def exact_inverse(c: float) -> float:
+    """A float32 g with float32(g * c) == 1 (g = 1/c, corrected by ulps if needed)."""
+    c32 = torch.tensor(c, dtype=torch.float32)
+    g = torch.tensor(1.0, dtype=torch.float32) / c32
+    for _ in range(8):
+        prod = (g * c32).item()
+        if prod == 1.0:
+            return g.item()
+        g = torch.nextafter(g, torch.tensor(-math.inf if prod > 1 else math.inf))
+    raise ArithmeticError(f"no float32 inverse of {c}")  # pragma: no cover - cannot happen for c in (0.5, 1]
+
+
+class FunLoRA(Adapter):
+    """The functional rank-1 adapter; registered variants fix ``function`` and ``learn``."""
+
+    defaults = {**Adapter.defaults, "function": "cosine", "K": 10, "learn": True, "ratio": 1}
+
+    def validate_options(self) -> None:
+        o = self.options
+        if o["function"] not in FUNCTIONS:
+            raise MethodError(f"method.function must be one of {', '.join(FUNCTIONS)}, got {o['function']!r}")
+        if not isinstance(o["K"], int) or o["K"] < 1:
+            raise MethodError(f"method.K must be a positive integer, got {o['K']!r}")
+        if not isinstance(o["ratio"], int) or o["ratio"] < 1:
+            raise MethodError(f"method.ratio must be a positive integer, got {o['ratio']!r}")
+        if o["function"] == "rshift" and o["learn"]:
+            raise MethodError("rshift has no learnable function parameter: use method.learn=false")
+
+    # -- parameters ---------------------------------------------------------------------
+    def _init_gamma(self) -> torch.Tensor:
+        K = self.options["K"]
+        gamma = torch.zeros(K)
+        # g must invert cos(omega_1 * 1) as float32 computes it (see the module docstring).
+        cosine = self.options["function"] == "cosine"
+        gamma[0] = exact_inverse(torch.cos(torch.tensor(1.0)).item()) if cosine else 1.0
+        return gamma
+
+    def new_layer_params(self, key, module):
+        rho, K = self.options["ratio"], self.options["K"]
+        params = {"B": torch.ones(math.ceil(module.out_channels / rho)),
+                  "A": torch.ones(math.ceil(module.in_channels / rho)),
+                  "gamma": self._init_gamma()}
+        if self.options["learn"]:
+            name = "omega" if self.options["function"] == "cosine" else "p"
+            params[name] = torch.arange(1, K + 1, dtype=torch.float32)
+        return params
+
+    # -- M_y ----------------------------------------------------------------------------
+    def _full(self, v: torch.Tensor, size: int) -> torch.Tensor:
+        rho = self.options["ratio"]
+        return v if rho == 1 else v.repeat_interleave(rho)[:size]
+
+    def modulation(self, params, c_out: int, c_in: int) -> torch.Tensor:
+        """M_y (c_out x c_in) of one class and layer."""
+        b, a = self._full(params["B"], c_out), self._full(params["A"], c_in)
+        gamma, K, fn = params["gamma"], self.options["K"], self.options["function"]
+        if fn == "rshift":
+            bs = torch.stack([torch.roll(b, j) for j in range(K)])      # (K, c_out)
+            as_ = torch.stack([torch.roll(a, j) for j in range(K)])     # (K, c_in)
+            return (bs * gamma[:, None]).t() @ as_
+        ba = torch.outer(b, a)
+        if fn == "cosine":
+            omega = params["omega"] if "omega" in params else torch.arange(1, K + 1, dtype=ba.dtype, device=ba.device)
+            f = torch.cos(omega[:, None, None] * ba)
+        else:
+            if "p" in params:
+                f = torch.sign(ba) * ba.abs().clamp_min(1e-12).pow(params["p"][:, None, None])
+            else:
+                p = torch.arange(1, K + 1, dtype=ba.dtype, device=ba.device)
+                f = ba.pow(p[:, None, None])
+        return torch.einsum("k,kij->ij", gamma, f)
+
+    def adapted_weight(self, key, weight, params):
+        m = self.modulation(params, weight.shape[0], weight.shape[1])
+        return weight * m.view(*m.shape, *([1] * (weight.dim() - 2)))
+
+
+@register("funlora")
+class FunLoRACosine(FunLoRA):
+    """The paper's default: cosine, K = 10, learned omega."""
+
+
+@register("funlora_cosine_fixed")
+class FunLoRACosineFixed(FunLoRA):
+    defaults = {**FunLoRA.defaults, "learn": False}
+
+
+@register("funlora_power")
+class FunLoRAPower(FunLoRA):
+    defaults = {**FunLoRA.defaults, "function": "power", "learn": False}
+
+
+@register("funlora_power_learned")
+class FunLoRAPowerLearned(FunLoRA):
+    defaults = {**FunLoRA.defaults, "function": "power", "learn": True}
+
+
+@register("funlora_rshift")
+class FunLoRARShift(FunLoRA):
+    defaults = {**FunLoRA.defaults, "function": "rshift", "learn": False}

@@ -1,0 +1,81 @@
+"""Vanilla adapters of the paper: conditioning only, LoRA add (Eq. 3), mul (Eq. 4-7), mul-add.
+
+All act per class on Conv2d weights W (c_out, c_in, k, k) with a c_out x c_in matrix
+broadcast over the k x k kernel.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from . import register
+from .base import Adapter
+from .targets import MethodError
+
+
+@register("conditioning_only")
+class ConditioningOnly(Adapter):
+    """Frozen backbone; only the new classes' embedding rows are trained (PPC 0)."""
+
+    target = "none"
+
+
+class _LowRank(Adapter):
+    """Shared option handling for the B (c_out x r) A (r x c_in) adapters."""
+
+    defaults = {**Adapter.defaults, "rank": 1}
+
+    def validate_options(self) -> None:
+        if not isinstance(self.options["rank"], int) or self.options["rank"] < 1:
+            raise MethodError(f"method.rank must be a positive integer, got {self.options['rank']!r}")
+
+    def _mul_init(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        r = self.options["rank"]
+        # B A = 1 exactly for r = 1 (the paper); for r > 1, B = 1 and A = 1/r (near identity).
+        return {"B": torch.ones(module.out_channels, r), "A": torch.full((r, module.in_channels), 1.0 / r)}
+
+    def _add_init(self, module: nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+        r = self.options["rank"]
+        b = torch.empty(module.out_channels, r)
+        nn.init.kaiming_uniform_(b, a=math.sqrt(5))
+        return {prefix + "B": b, prefix + "A": torch.zeros(r, module.in_channels)}
+
+
+@register("vanilla_mul")
+class VanillaMul(_LowRank):
+    """W'_y = W * (B_y A_y), all-ones init (identity); rank 1 in the paper."""
+
+    def new_layer_params(self, key, module):
+        return self._mul_init(module)
+
+    def adapted_weight(self, key, weight, params):
+        m = params["B"] @ params["A"]
+        return weight * m.view(*m.shape, *([1] * (weight.dim() - 2)))
+
+
+@register("vanilla_add")
+class VanillaAdd(_LowRank):
+    """LoRA-style W'_y = W + B_y A_y broadcast over the kernel; B kaiming, A zeros."""
+
+    def new_layer_params(self, key, module):
+        return self._add_init(module)
+
+    def adapted_weight(self, key, weight, params):
+        m = params["B"] @ params["A"]
+        return weight + m.view(*m.shape, *([1] * (weight.dim() - 2)))
+
+
+@register("mul_add")
+class MulAdd(_LowRank):
+    """W'_y = W * (B A) + B' A' (Table III): ones init for the product, zero-init additive part."""
+
+    def new_layer_params(self, key, module):
+        return {**self._mul_init(module), **self._add_init(module, prefix="add_")}
+
+    def adapted_weight(self, key, weight, params):
+        m = params["B"] @ params["A"]
+        d = params["add_B"] @ params["add_A"]
+        shape = (*m.shape, *([1] * (weight.dim() - 2)))
+        return weight * m.view(shape) + d.view(shape)
