@@ -1,0 +1,91 @@
+"""The evaluation classifier: torchvision ResNet18 with the CIFAR stem.
+
+3x3 conv, stride 1, no max pool, any input channel count; SGD + OneCycleLR with
+random crop (padding size/8) and horizontal flip. Accuracy is reported per task.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import resnet18
+from tqdm.auto import tqdm
+
+
+def build_resnet18(in_channels: int, num_classes: int) -> nn.Module:
+    net = resnet18(num_classes=num_classes)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero-padding size/8 (4 px at 32x32) and horizontal flip, per sample."""
+    n, c, h, w = x.shape
+    pad = max(1, h // 8)
+    xp = F.pad(x, (pad, pad, pad, pad), value=float(x.min()))
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]          # n, h, 1
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]          # n, 1, w
+    out = xp.permute(0, 2, 3, 1)[torch.arange(n)[:, None, None], rows.to(x.device), cols.to(x.device)]
+    out = out.permute(0, 3, 1, 2)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip.to(x.device)[:, None, None, None], out.flip(-1), out)
+
+
+def train_classifier(x: torch.Tensor, y: torch.Tensor, classes: list[int], cfg: dict, seed: int,
+                     device: torch.device, progress: bool = True, desc: str = "classifier") -> tuple[nn.Module, float]:
+    """Train a fresh ResNet18 on (x, y) over ``classes``; returns (model, seconds)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    lut = torch.full((max(classes) + 1,), -1, dtype=torch.long)
+    lut[torch.tensor(classes)] = torch.arange(len(classes))
+    targets = lut[y]
+    net = build_resnet18(x.shape[1], len(classes)).to(device)
+    bs = cfg["batch_size"]
+    per_epoch = max(1, -(-x.shape[0] // bs))
+    total = per_epoch * cfg["epochs"]
+    opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                          weight_decay=cfg["weight_decay"], nesterov=False)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg["lr"], total_steps=total)
+    t0 = time.perf_counter()
+    net.train()
+    with tqdm(total=total, desc=desc, leave=False, disable=not progress, dynamic_ncols=True) as bar:
+        for _ in range(cfg["epochs"]):
+            perm = torch.randperm(x.shape[0], generator=g)
+            for b in range(per_epoch):
+                idx = perm[b * bs:(b + 1) * bs]
+                xb = x[idx].to(device)
+                if cfg.get("augment", True):
+                    xb = augment(xb, g)
+                loss = F.cross_entropy(net(xb), targets[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(1)
+    net.eval()
+    net.classes = list(classes)  # type: ignore[attr-defined]
+    return net, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 500) -> torch.Tensor:
+    """Predicted labels (in the dataset's label space)."""
+    classes = torch.tensor(net.classes)
+    preds = [net(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, x.shape[0], batch_size)]
+    return classes[torch.cat(preds)] if preds else torch.empty(0, dtype=torch.long)
+
+
+def accuracy_per_task(net: nn.Module, x: torch.Tensor, y: torch.Tensor, tasks: list[list[int]],
+                      device: torch.device) -> list[float]:
+    """Accuracy (%) on the test images of each task in ``tasks``."""
+    pred = predict(net, x, device)
+    out = []
+    for classes in tasks:
+        mask = torch.isin(y, torch.tensor(classes))
+        out.append(100.0 * (pred[mask] == y[mask]).float().mean().item() if mask.any() else float("nan"))
+    return out

@@ -1,0 +1,160 @@
+"""Resolved configuration of one cell: defaults, scale presets and ``key=value`` overrides.
+
+``scale`` picks the schedules: ``paper`` (the paper's, for GPUs), ``cpu`` (Fashion-MNIST
+2-2 in minutes on 2 cores), ``smoke`` (tests). ``method=NAME`` picks a method and
+``method.K=5`` sets its options. Unknown keys get a close-match suggestion.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+from .errors import BenchError
+
+SCHEDULE = {"epochs": 1, "max_steps": None, "lr": 2e-4, "batch_size": 128, "warmup_steps": 1000,
+            "grad_clip": 1.0, "ema_decay": 0.9999, "ema_start_epoch": 0, "ckpt_every": 500}
+
+SCALES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "model": "auto", "image_size": "auto", "train_per_class": None, "test_per_class": None,
+        "generator": {"task1": {**SCHEDULE, "epochs": 500, "ema_start_epoch": 200},
+                      "adapter": {**SCHEDULE, "epochs": 300, "ema_start_epoch": 100}},
+        "sampling": {"per_class": None, "batch_size": 500},
+        "classifier": {"epochs": 30, "batch_size": 100, "lr": 0.1, "momentum": 0.9,
+                       "weight_decay": 5e-4, "augment": True},
+        "solver": {"name": "dopri5", "atol": 1e-4, "rtol": 1e-4, "steps": 100},
+    },
+    "cpu": {
+        "model": "small", "image_size": 16, "train_per_class": 1000, "test_per_class": None,
+        "generator": {"task1": {**SCHEDULE, "epochs": 20, "max_steps": 400, "lr": 2e-3, "batch_size": 64,
+                                "warmup_steps": 50, "ema_decay": 0.99, "ema_start_epoch": 5,
+                                "ckpt_every": 100},
+                      "adapter": {**SCHEDULE, "epochs": 20, "max_steps": 200, "lr": 1e-2, "batch_size": 64,
+                                  "warmup_steps": 20, "ema_decay": 0.99, "ema_start_epoch": 5,
+                                  "ckpt_every": 100}},
+        "sampling": {"per_class": 200, "batch_size": 400},
+        "classifier": {"epochs": 8, "batch_size": 128, "lr": 0.05, "momentum": 0.9,
+                       "weight_decay": 5e-4, "augment": True},
+        "solver": {"name": "midpoint", "atol": 1e-4, "rtol": 1e-4, "steps": 6},
+    },
+    "smoke": {
+        "model": "tiny", "image_size": 8, "train_per_class": 40, "test_per_class": 30,
+        "generator": {"task1": {**SCHEDULE, "epochs": 2, "max_steps": 8, "lr": 2e-3, "batch_size": 32,
+                                "warmup_steps": 2, "ema_decay": 0.9, "ema_start_epoch": 1, "ckpt_every": 4},
+                      "adapter": {**SCHEDULE, "epochs": 2, "max_steps": 4, "lr": 1e-2, "batch_size": 32,
+                                  "warmup_steps": 1, "ema_decay": 0.9, "ema_start_epoch": 1, "ckpt_every": 4}},
+        "sampling": {"per_class": 16, "batch_size": 64},
+        "classifier": {"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
+                       "weight_decay": 5e-4, "augment": True},
+        "solver": {"name": "euler", "atol": 1e-4, "rtol": 1e-4, "steps": 2},
+    },
+}
+
+# Paper settings that differ on ImageNet100 (METHOD.md section 2).
+PAPER_DATASET_OVERRIDES = {
+    "imagenet100": {"generator": {"task1": {"epochs": 250, "lr": 1e-4, "ema_start_epoch": 100},
+                                  "adapter": {"epochs": 200, "ema_start_epoch": 100}}},
+}
+
+TOP_LEVEL = {"dataset": "fashion_mnist", "split": "2-2", "method": {"name": "vanilla_mul"},
+             "scale": "cpu", "seed": 0, "out": None, "device": "auto", "data_root": None,
+             "workdir": None, "class_order": "natural", "threads": None, "progress": True}
+
+SOLVERS = ("dopri5", "rk4", "euler", "midpoint")
+
+
+def default_data_root() -> str:
+    return os.environ.get("FUNLORA_DATA", str(Path.home() / ".cache" / "funlora-bench" / "data"))
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """Turn ``key=value`` words into a nested dict (values parsed as YAML: 5, 1e-4, [0,1], true)."""
+    out: dict[str, Any] = {}
+    for word in argv:
+        if "=" not in word or word.startswith("="):
+            raise BenchError(f"cannot read argument {word!r}: use key=value (e.g. dataset=fashion_mnist)")
+        key, _, raw = word.partition("=")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        if key == "method":
+            key = "method.name"
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise BenchError(f"key {key!r} conflicts with another argument")
+        node[parts[-1]] = value
+    return out
+
+
+def _check_keys(overrides: dict, reference: dict, prefix: str = "") -> None:
+    for key, value in overrides.items():
+        full = f"{prefix}{key}"
+        if key not in reference:
+            close = difflib.get_close_matches(key, list(reference), n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise BenchError(f"unknown key {full!r}{hint}")
+        if isinstance(reference[key], dict) and isinstance(value, dict):
+            _check_keys(value, reference[key], prefix=f"{full}.")
+        elif isinstance(reference[key], dict):
+            raise BenchError(f"key {full!r} is a group; set one of its keys, e.g. {full}.{next(iter(reference[key]))}=...")
+
+
+def resolve(argv: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Full config of one cell: top-level defaults, then the scale preset, then overrides."""
+    overrides = parse_overrides(argv) if isinstance(argv, list) else copy.deepcopy(argv)
+    scale = overrides.get("scale", TOP_LEVEL["scale"])
+    if scale not in SCALES:
+        close = difflib.get_close_matches(str(scale), SCALES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BenchError(f"unknown scale {scale!r}{hint}; scales: {', '.join(SCALES)}")
+    base = {**copy.deepcopy(TOP_LEVEL), **copy.deepcopy(SCALES[scale])}
+    dataset = overrides.get("dataset", base["dataset"])
+    if scale == "paper" and dataset in PAPER_DATASET_OVERRIDES:
+        base = OmegaConf.to_container(OmegaConf.merge(base, PAPER_DATASET_OVERRIDES[dataset]))
+    method_overrides = overrides.pop("method", {})
+    _check_keys(overrides, base)
+    cfg = OmegaConf.to_container(OmegaConf.merge(base, overrides))
+    cfg["method"] = {**base["method"], **(method_overrides or {})}
+    if cfg["data_root"] is None:
+        cfg["data_root"] = default_data_root()
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Cheap checks that fail before any work starts (data and split are checked by bench.data)."""
+    from methods import get as get_method
+
+    from .strategies import STRATEGIES
+
+    name = cfg["method"].get("name")
+    if name not in STRATEGIES:
+        options = {k: v for k, v in cfg["method"].items() if k != "name"}
+        get_method(name)(**options)  # raises MethodError on an unknown name or option
+    elif len(cfg["method"]) > 1:
+        raise BenchError(f"{name} is a strategy, not an adapter: it takes no method.* options")
+    solver = cfg["solver"]
+    if solver["name"] not in SOLVERS:
+        raise BenchError(f"unknown solver {solver['name']!r}; solvers: {', '.join(SOLVERS)}")
+    if solver["name"] != "dopri5" and (not isinstance(solver["steps"], int) or solver["steps"] < 1):
+        raise BenchError(f"solver.steps must be a positive integer, got {solver['steps']!r}")
+    if not isinstance(cfg["seed"], int):
+        raise BenchError(f"seed must be an integer, got {cfg['seed']!r}")
+    if cfg["device"] not in ("auto", "cpu", "cuda") and not str(cfg["device"]).startswith("cuda:"):
+        raise BenchError(f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+    if cfg["class_order"] not in ("natural", "permuted"):
+        raise BenchError(f"class_order must be natural or permuted, got {cfg['class_order']!r}")
+
+
+def dump(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False)

@@ -1,0 +1,58 @@
+"""Run one cell from the command line.
+
+    python -m bench.run dataset=fashion_mnist split=2-2 method=vanilla_mul scale=cpu seed=0 out=PATH
+
+Shows progress, prints per-task accuracy and LA / AIA, and writes one JSON record at
+``out`` (atomically). ``--help`` lists the keys; bad input is one error line, exit 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from .errors import BenchError, cli
+
+HELP = __doc__ + """
+Keys (defaults for scale=cpu in brackets):
+  dataset     fashion_mnist | digits | cifar10 | cifar100 | imagenet100   [fashion_mnist]
+  split       a-b: first task a classes, then b per task                   [2-2]
+  method      an adapter of methods/ or a strategy (see methods below)     [vanilla_mul]
+  method.X    an option of the method, e.g. method.K=5 method.layers=0-64
+  scale       paper | cpu | smoke                                          [cpu]
+  seed, device (auto|cpu|cuda), data_root, out, workdir, class_order (natural|permuted)
+  solver.name dopri5 | rk4 | euler | midpoint; solver.steps, solver.atol, solver.rtol
+  generator.task1.*, generator.adapter.*, sampling.*, classifier.*: schedules of the scale
+"""
+
+
+def default_out(cfg: dict) -> Path:
+    return Path("results/runs") / f"{cfg['dataset']}_{cfg['split']}_{cfg['method']['name']}_{cfg['scale']}_s{cfg['seed']}.json"
+
+
+@cli
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help", "help") for a in argv):
+        import methods
+        from .strategies import STRATEGIES
+
+        print(HELP + "Methods: " + ", ".join(methods.available()) + "\nStrategies: " + ", ".join(STRATEGIES))
+        return 0
+    cfg = config_mod.resolve(argv)
+    from .data import check_dataset, parse_split
+    from .protocol import run_cell, write_json_atomic
+
+    parse_split(cfg["split"], check_dataset(cfg["dataset"]))
+    out = Path(cfg["out"]) if cfg["out"] else default_out(cfg)
+    if out.exists() and out.is_dir():
+        raise BenchError(f"out={out} is a directory; give a file path for the JSON record")
+    record = run_cell(cfg)
+    write_json_atomic(out, record)
+    print(f"LA = {record['la']:.2f}  AIA = {record['aia']:.2f}  PPC = {record['ppc']}  "
+          f"time = {record['seconds']['total']:.0f} s")
+    print(f"record: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Stage keys and the paths of stage outputs: a stage's output is keyed by the config
+that affects it, so that cells sharing a stage (every method of a dataset x split x
+seed shares its task-1 backbone) reuse it instead of training it again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+BACKBONE_KEYS = ("dataset", "split", "seed", "scale", "model", "image_size", "train_per_class", "class_order")
+
+
+def key_of(obj: Any) -> str:
+    """A short stable hash of a JSON-able object."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def backbone_key(cfg: dict) -> str:
+    """Key of the task-1 backbone: data, split, seed, model and its schedule; never the method."""
+    return key_of({**{k: cfg[k] for k in BACKBONE_KEYS}, "schedule": cfg["generator"]["task1"]})
+
+
+def generator_key(cfg: dict) -> str:
+    """Key of the generators of tasks > 1: the backbone plus method and its schedule (not the solver)."""
+    extra = {"method": cfg["method"], "schedule": cfg["generator"]["adapter"]}
+    if cfg["method"]["name"] in ("replay", "finetune", "multitask_generator"):
+        extra["sampling"] = cfg["sampling"]
+    return key_of({"backbone": backbone_key(cfg), **extra})
+
+
+def evaluation_key(cfg: dict) -> str:
+    """Key of the per-task synthetic sets and classifiers: the generators plus solver and classifier."""
+    return key_of({"generator": generator_key(cfg), "solver": cfg["solver"], "sampling": cfg["sampling"],
+                   "classifier": cfg["classifier"], "test_per_class": cfg["test_per_class"]})
+
+
+class StagePaths:
+    """Where a cell's stage outputs live under ``artifacts``."""
+
+    def __init__(self, cfg: dict, artifacts: str | Path):
+        root = Path(artifacts)
+        self.backbone = root / "backbones" / f"{backbone_key(cfg)}.pt"
+        self.generators = root / "generators" / generator_key(cfg)
+        self.evaluations = root / "evaluations" / evaluation_key(cfg)
+
+    def generator(self, task: int) -> Path:
+        return self.generators / f"task{task}.pt"
+
+    def evaluation(self, task: int) -> Path:
+        return self.evaluations / f"task{task}.json"
