@@ -39,7 +39,7 @@ SCALES: dict[str, dict[str, Any]] = {
                                   "warmup_steps": 20, "ema_decay": 0.99, "ema_start_epoch": 5,
                                   "ckpt_every": 100}},
         "sampling": {"per_class": 200, "batch_size": 400},
-        "classifier": {"epochs": 8, "batch_size": 128, "lr": 0.05, "momentum": 0.9,
+        "classifier": {"epochs": 6, "batch_size": 128, "lr": 0.05, "momentum": 0.9,
                        "weight_decay": 5e-4, "augment": True},
         "solver": {"name": "midpoint", "atol": 1e-4, "rtol": 1e-4, "steps": 6},
     },

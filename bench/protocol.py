@@ -119,7 +119,9 @@ class Cell:
             params, model, module = list(self.unet.parameters()), self.unet, self.unet
         else:
             params, model, module = self.adapter.trainable_parameters(), self.adapter, self.adapter
-        ckpt = self.paths.backbone if (task == 1 or self.method_name == "multitask_generator") else self.paths.generator(task)
+        # The multitask generator sees every class: it is keyed by the method, never shared as a backbone.
+        ckpt = (self.paths.generator(0) if self.method_name == "multitask_generator"
+                else self.paths.backbone if task == 1 else self.paths.generator(task))
         if not params:  # nothing to train (cannot happen for the registered methods)
             return {"seconds": 0.0, "steps": 0, "trainable": 0}
         res = train_flow(model, params, x, y, schedule, seed=self.cfg["seed"] * 1000 + task, device=self.device,

@@ -55,8 +55,26 @@ class TrainResult:
     resumed_from: int
 
 
+# The generator stage running in this process, for submitit's checkpoint() on preemption:
+# "save" writes its state, "safe" is True only between two optimisation steps.
+_ACTIVE: dict = {"save": None, "safe": False}
+
+
+def save_active_checkpoint() -> bool:
+    """Save the running stage now if it is between two steps (called from a signal handler)."""
+    if _ACTIVE["save"] is not None and _ACTIVE["safe"]:
+        _ACTIVE["save"]()
+        return True
+    return False
+
+
 class Interrupted(RuntimeError):
     """Raised by ``interrupt_at`` (tests): training stopped right after a checkpoint."""
+
+
+def done_marker(ckpt: Path) -> Path:
+    """A small file written once a stage's checkpoint is final (cheap to test for)."""
+    return ckpt.with_name(ckpt.name + ".done")
 
 
 def atomic_save(obj: object, path: Path) -> None:
@@ -117,7 +135,9 @@ def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: 
     t0, loss_value = time.perf_counter(), math.nan
     bar = tqdm(total=total, initial=step, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
     perm, perm_epoch = None, -1
+    _ACTIVE["save"] = lambda: save(False, loss_value, time.perf_counter() - t0)
     while step < total:
+        _ACTIVE["safe"] = False
         epoch, b = divmod(step, per_epoch)
         if epoch != perm_epoch:
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
@@ -138,19 +158,24 @@ def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: 
             else:
                 torch._foreach_copy_(ema, [p.detach() for p in params])
         loss_value = loss.item()
+        _ACTIVE["safe"] = True
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
         if schedule.ckpt_every and step % schedule.ckpt_every == 0 and step < total:
             save(False, loss_value, time.perf_counter() - t0)
             if interrupt_at is not None and step >= interrupt_at:
                 bar.close()
+                _ACTIVE.update(save=None, safe=False)
                 raise Interrupted(f"interrupted after step {step}")
     bar.close()
+    _ACTIVE.update(save=None, safe=False)
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
     seconds = time.perf_counter() - t0
     save(True, loss_value, seconds)
+    if ckpt is not None:
+        done_marker(ckpt).write_text(f'{{"steps": {step}, "seconds": {seconds:.3f}}}\n')
     if module is not None:
         module.eval()
     return TrainResult(step, seconds, loss_value, start)

@@ -1,0 +1,126 @@
+"""The paper's grids (data files in ``bench/grids/*.yaml``) expanded into cells.
+
+A grid declares ``axes`` (``data`` entries {dataset, split}, ``method`` names or
+{name, option...}, ``layers``, ``solver``, ``seed``) and ``fixed`` settings. Cells are the
+Cartesian product. ``seeds=[..]`` and ``datasets=[..]`` narrow or widen the seed and data
+axes; ``scale=cpu`` or ``scale=smoke`` swap the data axis for the grid's ``cpu_data``
+(Fashion-MNIST with the paper's 10-class split) where the paper's data cannot serve.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import config as config_mod
+from .data import DATASETS
+from .errors import BenchError
+
+GRID_DIR = Path(__file__).parent / "grids"
+AXES = ("data", "layers", "method", "solver", "seed")
+DEFAULT_SPLIT = {10: "2-2", 100: "20-20"}
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in GRID_DIR.glob("*.yaml"))
+
+
+def load(name: str) -> dict[str, Any]:
+    path = GRID_DIR / f"{name}.yaml"
+    if not path.exists():
+        close = difflib.get_close_matches(name, available(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BenchError(f"unknown grid {name!r}{hint}; grids: {', '.join(available())}")
+    try:
+        grid = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BenchError(f"grid file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    unknown = set(grid.get("axes", {})) - set(AXES)
+    if unknown:
+        raise BenchError(f"grid {name}: unknown axis {sorted(unknown)[0]!r}; axes: {', '.join(AXES)}")
+    grid["name"] = name
+    return grid
+
+
+@dataclass
+class Cell:
+    """One cell: its label (readable, unique in the grid) and its resolved config."""
+
+    grid: str
+    label: str
+    config: dict[str, Any]
+    axes: dict[str, Any] = field(default_factory=dict)
+
+
+def _method_entry(entry: Any) -> dict[str, Any]:
+    return {"name": entry} if isinstance(entry, str) else dict(entry)
+
+
+def method_label(method: dict[str, Any]) -> str:
+    opts = ",".join(f"{k}={v}" for k, v in sorted(method.items()) if k != "name")
+    return method["name"] + (f"[{opts}]" if opts else "")
+
+
+def solver_label(solver: dict[str, Any]) -> str:
+    if solver.get("name", "dopri5") == "dopri5":
+        return f"dopri5-{solver.get('atol', 1e-4):g}"
+    return f"{solver['name']}{solver.get('steps', '')}"
+
+
+def _data_axis(grid: dict, scale: str, datasets: list[str] | None) -> list[dict]:
+    data = grid["axes"]["data"]
+    if scale != "paper":
+        data = grid.get("cpu_data", data)
+    if datasets is not None:
+        chosen = []
+        for name in datasets:
+            if name not in DATASETS:
+                raise BenchError(f"unknown dataset {name!r} in datasets=; datasets: {', '.join(DATASETS)}")
+            match = [d for d in data if d["dataset"] == name]
+            chosen += match or [{"dataset": name, "split": DEFAULT_SPLIT.get(DATASETS[name], "2-2")}]
+        data = chosen
+    return data
+
+
+def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
+    """Every cell of grid ``name`` with ``overrides`` (cell-level keys, seeds=, datasets=)."""
+    grid = load(name)
+    overrides = copy.deepcopy(overrides or {})
+    seeds = overrides.pop("seeds", None)
+    datasets = overrides.pop("datasets", None)
+    fixed = {**grid.get("fixed", {}), **overrides}
+    scale = fixed.get("scale", "paper")
+    axes = grid["axes"]
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    values = {
+        "data": _data_axis(grid, scale, datasets),
+        "layers": axes.get("layers", [None]),
+        "method": [_method_entry(m) for m in axes.get("method", [{"name": "vanilla_mul"}])],
+        "solver": (grid.get("cpu_solver") if scale != "paper" and "cpu_solver" in grid else axes.get("solver"))
+        or [None],
+        "seed": seeds if seeds is not None else axes.get("seed", [0]),
+    }
+    cells, labels = [], set()
+    for data, layers, method, solver, seed in itertools.product(*(values[a] for a in AXES)):
+        m = dict(method)
+        if layers is not None:
+            m["layers"] = layers
+        cfg_in = {**copy.deepcopy(fixed), **data, "seed": seed, "method": m}
+        if solver is not None:
+            cfg_in["solver"] = {**fixed.get("solver", {}), **solver}
+        cfg_in.pop("out", None)
+        cfg = config_mod.resolve(cfg_in)
+        label = f"{data['dataset']}_{data['split']}_{method_label(m)}_{solver_label(cfg['solver'])}_s{seed}"
+        if label in labels:
+            continue
+        labels.add(label)
+        cells.append(Cell(name, label, cfg, {"data": data, "method": m, "solver": cfg["solver"], "seed": seed}))
+    return cells

@@ -1,0 +1,76 @@
+"""Inspect a backbone (and a method on it): parameters and the paper's Conv2d indices.
+
+    python -m bench.inspect model=cifar10 format=json
+    python -m bench.inspect model=cifar10 method=funlora method.K=5 format=json
+
+JSON: {"params", "conv2d": [{"index", "name", "in_channels", "out_channels", "kernel_size"}]}
+plus, with a method, "method", "ppc", "embedding_per_class", "trainable" and "layers"
+(the adapted layers). Without ``format=json`` a readable table.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import methods
+from methods.targets import conv2d_layers
+
+from .config import parse_overrides
+from .errors import BenchError, cli
+from .unet import MODEL_CONFIGS, build_unet
+
+KEYS = {"model", "format", "method", "num_classes", "image_size", "in_channels"}
+
+
+def describe(model: str = "cifar10", method: dict | None = None, **overrides) -> dict:
+    if model not in MODEL_CONFIGS:
+        raise BenchError(f"unknown model {model!r}; models: {', '.join(MODEL_CONFIGS)}")
+    unet = build_unet(model, **overrides)
+    info = {"model": model, "params": sum(p.numel() for p in unet.parameters()),
+            "conv2d": [{"index": i, "name": n, "in_channels": c.in_channels, "out_channels": c.out_channels,
+                        "kernel_size": c.kernel_size[0]} for i, (n, c) in enumerate(conv2d_layers(unet))]}
+    if method:
+        options = {k: v for k, v in method.items() if k != "name"}
+        adapter = methods.build(method["name"], **options).attach(unet)
+        first = adapter.embedding_params_per_class()
+        adapter.add_classes([unet.config.num_classes - 1])
+        info.update({"method": method["name"], "options": adapter.options, "ppc": adapter.ppc(),
+                     "embedding_per_class": first,
+                     "trainable": sum(p.numel() for p in adapter.trainable_parameters()),
+                     "layers": [{"key": k, **v} for k, v in adapter.layer_info.items()]})
+    return info
+
+
+def table(info: dict) -> str:
+    lines = [f"model {info['model']}: {info['params']:,} parameters, {len(info['conv2d'])} Conv2d"]
+    adapted = {v["name"] for v in info.get("layers", [])}
+    lines.append(f"{'idx':>4}  {'name':<40} {'in':>5} {'out':>5} {'k':>2}")
+    for c in info["conv2d"]:
+        mark = " *" if c["name"] in adapted else ""
+        lines.append(f"{c['index']:>4}  {c['name']:<40} {c['in_channels']:>5} {c['out_channels']:>5} "
+                     f"{c['kernel_size']:>2}{mark}")
+    if "method" in info:
+        lines.append(f"method {info['method']}: PPC {info['ppc']:,} (+ {info['embedding_per_class']} embedding "
+                     f"parameters per class), trainable for one new class {info['trainable']:,}; * = adapted")
+    return "\n".join(lines)
+
+
+@cli
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    args = parse_overrides(argv)
+    unknown = sorted(set(args) - KEYS)
+    if unknown:
+        raise BenchError(f"unknown key {unknown[0]!r}; keys: {', '.join(sorted(KEYS))}")
+    fmt = args.pop("format", "table")
+    if fmt not in ("json", "table"):
+        raise BenchError(f"format must be json or table, got {fmt!r}")
+    info = describe(**args)
+    print(json.dumps(info, indent=1) if fmt == "json" else table(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Run a grid of cells through submitit: locally (default), on Slurm, or in-process (debug).
+
+    python -m bench.sweep grid=table5 [key=value ...]
+    python -m bench.sweep grid=table5 executor=slurm slurm=PROFILE
+    python -m bench.sweep grid=table2 dry_run=true
+
+Stages are shared and never done twice: task-1 backbones are trained first, one job per
+backbone key; then one job per group of cells that share their generators (cells that
+differ only in the solver), so adapters are trained once. Records are written
+atomically to STORE/records/GRID/LABEL.json; a rerun skips finished cells and recomputes
+missing, corrupt or stale ones (kept aside under STORE/records/GRID/stale/).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from . import grids
+from .config import parse_overrides
+from .errors import BenchError, cli
+from .jobs import StageJob, describe_failure, read_record
+from .stages import StagePaths, backbone_key, generator_key
+from .trainer import done_marker
+
+SWEEP_KEYS = {"grid": None, "executor": "local", "jobs": 1, "slurm": None, "store": "results/store",
+              "dry_run": False, "seeds": None, "datasets": None, "timeout_min": 24 * 60}
+EXECUTORS = ("local", "slurm", "debug")
+SLURM_DIR = Path(__file__).resolve().parents[1] / "slurm"
+NEEDS_BACKBONE = {"multitask_classifier": False, "multitask_generator": False}
+
+
+def load_profile(name: str | None) -> dict[str, Any]:
+    """A Slurm profile ``slurm/NAME.yaml`` (partition, gpus, cpus, mem_gb, time per stage...)."""
+    if not name:
+        raise BenchError("executor=slurm needs slurm=PROFILE (a file slurm/PROFILE.yaml); profiles: "
+                         + ", ".join(sorted(p.stem for p in SLURM_DIR.glob("*.yaml"))))
+    path = Path(name) if name.endswith(".yaml") else SLURM_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise BenchError(f"no Slurm profile {name!r} ({path} not found); profiles: "
+                         + ", ".join(sorted(p.stem for p in SLURM_DIR.glob("*.yaml"))))
+    profile = yaml.safe_load(path.read_text()) or {}
+    known = {"partition", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min", "account", "qos",
+             "constraint", "array_parallelism", "python"}
+    unknown = set(profile) - known
+    if unknown:
+        raise BenchError(f"Slurm profile {path}: unknown setting {sorted(unknown)[0]!r}; settings: {', '.join(sorted(known))}")
+    return profile
+
+
+def make_executor(kind: str, folder: Path, profile: dict, stage: str, timeout_min: int):
+    import submitit
+
+    cluster = {"local": "local", "debug": "debug", "slurm": "slurm"}[kind]
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    if kind == "slurm":
+        times = profile.get("time_min", {})
+        extra = {k: profile[k] for k in ("account", "qos", "constraint") if profile.get(k)}
+        params = dict(timeout_min=int(times.get(stage, timeout_min) if isinstance(times, dict) else times),
+                      slurm_partition=profile.get("partition"), cpus_per_task=profile.get("cpus_per_task", 2),
+                      slurm_array_parallelism=profile.get("array_parallelism", 64),
+                      slurm_additional_parameters=extra, name=f"funlora-{stage}")
+        if profile.get("gpus_per_node"):
+            params["gpus_per_node"] = profile["gpus_per_node"]
+        if profile.get("mem_gb"):
+            params["mem_gb"] = profile["mem_gb"]
+        if profile.get("python"):
+            params["slurm_python"] = profile["python"]
+        ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    else:
+        ex.update_parameters(timeout_min=timeout_min)
+    return ex
+
+
+class Plan:
+    """Which cells run, which stages are trained or reused, keyed as the stages are."""
+
+    def __init__(self, grid: str, overrides: dict, store: Path):
+        self.grid, self.store = grid, store
+        self.cells = grids.expand(grid, overrides)
+        self.artifacts = store / "artifacts"
+        self.records = store / "records" / grid
+        self.status: dict[str, str] = {}
+        for c in self.cells:
+            self.status[c.label], _ = read_record(self.record_path(c), c.config)
+        self.todo = [c for c in self.cells if self.status[c.label] != "ok"]
+        self.backbones: OrderedDict[str, dict] = OrderedDict()
+        self.groups: OrderedDict[str, list] = OrderedDict()
+        for c in self.todo:
+            if NEEDS_BACKBONE.get(c.config["method"]["name"], True):
+                key = backbone_key(c.config)
+                if key not in self.backbones and not done_marker(StagePaths(c.config, self.artifacts).backbone).exists():
+                    self.backbones[key] = c.config
+            self.groups.setdefault(generator_key(c.config), []).append(c)
+
+    def record_path(self, cell) -> Path:
+        return self.records / f"{cell.label}.json"
+
+    def print(self) -> None:
+        print(f"grid {self.grid}: {len(self.cells)} cells, {len(self.cells) - len(self.todo)} done, "
+              f"{len(self.todo)} to run; store {self.store}")
+        trained_bb: set[str] = set()
+        for c in self.cells:
+            st = self.status[c.label]
+            bk, gk = backbone_key(c.config), generator_key(c.config)
+            if not NEEDS_BACKBONE.get(c.config["method"]["name"], True):
+                bb = "no backbone"
+            elif bk in self.backbones and bk not in trained_bb:
+                bb, _ = f"backbone {bk} train", trained_bb.add(bk)
+            else:
+                bb = f"backbone {bk} reuse"
+            if st == "ok":
+                gen = f"generators {gk} done"
+            else:
+                first = self.groups[gk][0] is c
+                gen = f"generators {gk} {'train' if first else 'reuse'}"
+            print(f"  [{'done' if st == 'ok' else st:>8s}] {c.label:60s} {bb}; {gen}")
+        print(f"stages to train: {len(self.backbones)} backbone(s), {len(self.groups)} generator group(s)")
+
+
+def dispatch(executor, kind: str, payloads: list, artifacts: str, jobs: int, desc: str, slurm: bool):
+    """Submit ``payloads`` as StageJobs (at most ``jobs`` at once locally; one array on Slurm)."""
+    results, pending, queue = [], [], list(enumerate(payloads))
+    bar = tqdm(total=len(payloads), desc=desc, dynamic_ncols=True)
+    if slurm:
+        with executor.batch():
+            for i, p in queue:
+                pending.append((i, executor.submit(StageJob(), kind, p, artifacts)))
+        queue = []
+    while queue or pending:
+        while queue and len(pending) < max(1, jobs):
+            i, p = queue.pop(0)
+            pending.append((i, executor.submit(StageJob(), kind, p, artifacts)))
+        still = []
+        for i, job in pending:
+            if job.done():
+                try:
+                    results.append((i, job, job.result(), None))
+                except Exception as exc:  # noqa: BLE001 - a failed cell is reported, not raised
+                    results.append((i, job, None, exc))
+                bar.update(1)
+            else:
+                still.append((i, job))
+        pending = still
+        if pending:
+            time.sleep(0.5)
+    bar.close()
+    return sorted(results, key=lambda r: r[0])
+
+
+def keep_aside(path: Path, why: str) -> None:
+    """Move a corrupt or stale record out of the way (never delete a result)."""
+    dest = path.parent / "stale" / f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, dest)
+    print(f"record {path.name} is {why}: moved to {dest} and recomputed")
+
+
+@cli
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__ + "\nGrids: " + ", ".join(grids.available()) + "\nKeys: " + ", ".join(SWEEP_KEYS)
+              + ", and any key of bench.run (scale=cpu, device=cuda, solver.name=rk4, ...)")
+        return 0
+    args = parse_overrides(argv)
+    sweep = {k: args.pop(k, v) for k, v in SWEEP_KEYS.items()}
+    if not sweep["grid"]:
+        raise BenchError("give a grid: python -m bench.sweep grid=NAME; grids: " + ", ".join(grids.available()))
+    if sweep["executor"] not in EXECUTORS:
+        raise BenchError(f"unknown executor {sweep['executor']!r}; executors: {', '.join(EXECUTORS)}")
+    if not isinstance(sweep["jobs"], int) or sweep["jobs"] < 1:
+        raise BenchError(f"jobs must be a positive integer, got {sweep['jobs']!r}")
+    profile = load_profile(sweep["slurm"]) if sweep["executor"] == "slurm" else {}
+    overrides = {**args, "seeds": sweep["seeds"], "datasets": sweep["datasets"]}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    store = Path(sweep["store"])
+    plan = Plan(sweep["grid"], overrides, store)
+    if sweep["dry_run"]:
+        plan.print()
+        return 0
+    if not plan.todo:
+        print(f"grid {plan.grid}: all {len(plan.cells)} cells done; nothing to run ({plan.records})")
+        return 0
+    for c in plan.todo:
+        st = plan.status[c.label]
+        if st.startswith("corrupt") or st == "stale":
+            keep_aside(plan.record_path(c), st)
+    print(f"grid {plan.grid}: {len(plan.todo)} of {len(plan.cells)} cells to run; "
+          f"{len(plan.backbones)} backbone(s) and {len(plan.groups)} generator group(s) to train")
+    if sweep["executor"] == "local":
+        os.environ["FUNLORA_THREADS"] = str(max(1, (os.cpu_count() or 1) // sweep["jobs"]))
+    logs = store / "logs" / plan.grid / "%j"
+    slurm = sweep["executor"] == "slurm"
+    failures = []
+    if plan.backbones:
+        ex = make_executor(sweep["executor"], logs, profile, "backbone", sweep["timeout_min"])
+        for _, job, _, exc in dispatch(ex, "backbone", list(plan.backbones.values()), str(plan.artifacts),
+                                       sweep["jobs"], "backbones", slurm):
+            if exc is not None:
+                failures.append(("backbone", job, exc))
+    payloads = [[{"config": c.config, "label": c.label, "grid": plan.grid, "record": str(plan.record_path(c))}
+                 for c in group] for group in plan.groups.values()]
+    ex = make_executor(sweep["executor"], logs, profile, "cells", sweep["timeout_min"])
+    for i, job, _, exc in dispatch(ex, "cells", payloads, str(plan.artifacts), sweep["jobs"], "cells", slurm):
+        if exc is not None:
+            for item in payloads[i]:
+                if not Path(item["record"]).exists():
+                    failures.append((item["label"], job, exc))
+    if failures:
+        print(f"{len(failures)} failed:", file=sys.stderr)
+        for label, job, exc in failures:
+            print(f"  {label}: {describe_failure(exc)}\n    log: {job.paths.stderr}", file=sys.stderr)
+        return 1
+    print(f"grid {plan.grid}: {len(plan.todo)} cells done; records in {plan.records}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Speed benchmark: ratios against baselines measured in the same run (never asserted in tests).
+
+    python benchmarks/perf.py                      # backbone + classifier numbers
+    python benchmarks/perf.py --methods all        # + every method against the frozen base
+    python benchmarks/perf.py --models small --methods funlora,vanilla_mul --repeats 5
+
+Backbone section: generator training step (batch 64 and 8), sampling time per NFE
+(one forward at the sampling batch), ResNet18 step. Methods section: a training step
+with a mixed-label batch (8 distinct new classes) over the frozen base model's step on
+the same batch (``conditioning_only``: the same backward through the frozen U-Net, only
+embedding rows trained), and a sampling forward with one class per batch over the
+frozen U-Net's forward. Medians over ``--repeats`` after one warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import methods  # noqa: E402
+from bench.classifier import build_resnet18  # noqa: E402
+from bench.flow import cfm_loss  # noqa: E402
+from bench.unet import build_unet  # noqa: E402
+
+MODELS = {"small": dict(image_size=16, in_channels=1, attention_resolutions="8", num_classes=20),
+          "cifar10": dict(num_classes=20)}
+CHANNELS = {"small": 1, "cifar10": 3}
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def batch(model: str, n: int, classes: list[int]):
+    size = MODELS[model].get("image_size", 32)
+    x = torch.randn(n, CHANNELS[model], size, size)
+    y = torch.tensor([classes[i % len(classes)] for i in range(n)])
+    return x, y
+
+
+def train_step_fn(net, params, x, y):
+    opt = torch.optim.Adam(params, lr=1e-4)
+
+    def step():
+        loss = cfm_loss(net, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def backbone_section(model: str, repeats: int, sample_batch: int) -> None:
+    torch.manual_seed(0)
+    unet = build_unet(model, **MODELS[model]).train()
+    for n in (64, 8):
+        x, y = batch(model, n, list(range(10)))
+        t = median_time(train_step_fn(unet, list(unet.parameters()), x, y), repeats)
+        print(f"{model:8s} generator train step, batch {n:3d}: {t * 1000:9.1f} ms")
+    unet.eval()
+    x, y = batch(model, sample_batch, [0])
+    with torch.no_grad():
+        t = median_time(lambda: unet(torch.full((sample_batch,), 0.5), x, y), repeats)
+    print(f"{model:8s} sampling, one NFE at batch {sample_batch}: {t * 1000:9.1f} ms "
+          f"({t / sample_batch * 1000:.2f} ms per image per NFE)")
+
+
+def classifier_section(repeats: int) -> None:
+    for ch, size in ((1, 16), (1, 28), (3, 32)):
+        net = build_resnet18(ch, 10).train()
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        x, y = torch.randn(128, ch, size, size), torch.randint(0, 10, (128,))
+
+        def step():
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        print(f"resnet18 train step, batch 128 at {ch}x{size}x{size}: {median_time(step, repeats) * 1000:9.1f} ms")
+
+
+def method_section(model: str, names: list[str], repeats: int, train_batch: int, sample_batch: int) -> None:
+    new = list(range(10, 18))  # 8 new classes, task-1 classes are 0..9
+    x, y = batch(model, train_batch, new)
+    xs, ys = batch(model, sample_batch, [new[0]])
+    ts = torch.full((sample_batch,), 0.5)
+    results = {}
+    for name in ["conditioning_only"] + [n for n in names if n != "conditioning_only"]:
+        torch.manual_seed(0)
+        m = methods.build(name).attach(build_unet(model, **MODELS[model]))
+        m.add_classes(new)
+        m.train()
+        train = median_time(train_step_fn(m, m.trainable_parameters(), x, y), repeats)
+        m.eval()
+        with torch.no_grad():
+            samp = median_time(lambda: m(ts, xs, ys), repeats)
+            # A task-1 class: the frozen U-Net's own path through the same wrapped model.
+            frozen = median_time(lambda: m(ts, xs, torch.zeros_like(ys)), repeats)
+        results[name] = (train, samp, frozen)
+    base_train = results["conditioning_only"][0]
+    print(f"\n{model}: training step, batch {train_batch} with 8 new classes; sampling forward at batch "
+          f"{sample_batch}, one class")
+    print(f"{'method':24s} {'train ms':>9s} {'x base':>7s} {'sample ms':>10s} {'x frozen':>9s}")
+    for name, (train, samp, frozen) in results.items():
+        print(f"{name:24s} {train * 1000:9.1f} {train / base_train:7.2f} {samp * 1000:10.1f} {samp / frozen:9.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="small,cifar10")
+    ap.add_argument("--methods", default="", help="comma list, or 'all'")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--skip-backbone", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    models = [m for m in args.models.split(",") if m]
+    if not args.skip_backbone:
+        for model in models:
+            backbone_section(model, args.repeats, sample_batch=64 if model == "cifar10" else 256)
+        classifier_section(args.repeats)
+    names = methods.available() if args.methods == "all" else [n for n in args.methods.split(",") if n]
+    for model in models if names else []:
+        big = model == "cifar10"
+        method_section(model, names, args.repeats, train_batch=16 if big else 64, sample_batch=16 if big else 256)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The continual protocol end to end at scale=smoke, on real Fashion-MNIST or digits."""
+import json
+
+import pytest
+
+from bench import config
+from bench.metrics import average_accuracies, forgetting
+from bench.protocol import run_cell
+from bench.run import main as run_main
+
+DATASET = "digits"  # ships with scikit-learn: always there, offline
+
+
+def _cfg(method, tmp_path, **extra):
+    return config.resolve({"dataset": DATASET, "split": "4-2", "method": {"name": method}, "scale": "smoke",
+                           "seed": 0, "progress": False, "workdir": str(tmp_path / "art"), **extra})
+
+
+def _check_record(rec, T=4):
+    acc = rec["accuracy"]
+    assert len(acc) == T and all(len(r) == T for r in acc)
+    for t, row in enumerate(acc):
+        assert all(v is None for v in row[t + 1:])
+        assert all(0.0 <= v <= 100.0 for v in row[:t + 1])
+    la, aia, abar = average_accuracies(acc)
+    assert rec["la"] == pytest.approx(la) and rec["aia"] == pytest.approx(aia)
+    assert rec["tasks"] == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]
+    assert set(rec["seconds"]) == {"generator", "sampling", "classifier", "total"}
+    assert rec["config"]["dataset"] == DATASET
+
+
+@pytest.mark.parametrize("method", ["vanilla_mul", "conditioning_only", "multitask_classifier", "multitask_generator"])
+def test_protocol_runs_every_issue2_method(method, tmp_path):
+    rec = run_cell(_cfg(method, tmp_path), log=lambda *_: None)
+    _check_record(rec)
+    synthetic_tasks = range(0 if method == "multitask_generator" else 1, 4)
+    for t in range(4):
+        calls = rec["nfe"][t]["calls"]
+        if method == "multitask_classifier" or t not in synthetic_tasks:
+            assert calls == 0
+        else:
+            assert calls >= 1 and rec["nfe"][t]["per_call_mean"] == 2  # euler, 2 steps at smoke scale
+    if method == "vanilla_mul":
+        assert rec["ppc"] > 0 and rec["trainable_per_task"][1] == 2 * (rec["ppc"] + rec["embedding_params_per_class"])
+    else:
+        assert rec["ppc"] == 0
+
+
+def test_rerun_reuses_every_stage(tmp_path):
+    first = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
+    second = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
+    assert second["accuracy"] == first["accuracy"]
+    assert sum(second["seconds"]["generator"]) < 0.5 * sum(first["seconds"]["generator"]) + 0.5
+
+
+def test_cli_writes_a_record(tmp_path, capsys):
+    out = tmp_path / "rec.json"
+    rc = run_main([f"dataset={DATASET}", "split=4-2", "method=vanilla_mul", "scale=smoke", "seed=1",
+                   f"out={out}", f"workdir={tmp_path / 'art'}", "progress=false"])
+    assert rc == 0
+    rec = json.loads(out.read_text())
+    _check_record(rec)
+    text = capsys.readouterr().out
+    assert "LA = " in text and "task 4/4" in text
+
+
+def test_forgetting_metric():
+    acc = [[90.0, None], [60.0, 80.0]]
+    assert forgetting(acc) == 30.0
+    assert average_accuracies(acc) == (70.0, 80.0, [90.0, 70.0])
