@@ -35,11 +35,11 @@ SCALES: dict[str, dict[str, Any]] = {
         "generator": {"task1": {**SCHEDULE, "epochs": 20, "max_steps": 400, "lr": 2e-3, "batch_size": 64,
                                 "warmup_steps": 50, "ema_decay": 0.99, "ema_start_epoch": 5,
                                 "ckpt_every": 100},
-                      "adapter": {**SCHEDULE, "epochs": 20, "max_steps": 200, "lr": 1e-2, "batch_size": 64,
+                      "adapter": {**SCHEDULE, "epochs": 20, "max_steps": 150, "lr": 1e-2, "batch_size": 64,
                                   "warmup_steps": 20, "ema_decay": 0.99, "ema_start_epoch": 5,
                                   "ckpt_every": 100}},
         "sampling": {"per_class": 200, "batch_size": 400},
-        "classifier": {"epochs": 6, "batch_size": 128, "lr": 0.05, "momentum": 0.9,
+        "classifier": {"epochs": 4, "batch_size": 128, "lr": 0.05, "momentum": 0.9,
                        "weight_decay": 5e-4, "augment": True},
         "solver": {"name": "midpoint", "atol": 1e-4, "rtol": 1e-4, "steps": 6},
     },
@@ -64,7 +64,8 @@ PAPER_DATASET_OVERRIDES = {
 
 TOP_LEVEL = {"dataset": "fashion_mnist", "split": "2-2", "method": {"name": "vanilla_mul"},
              "scale": "cpu", "seed": 0, "out": None, "device": "auto", "data_root": None,
-             "workdir": None, "class_order": "natural", "threads": None, "progress": True}
+             "workdir": None, "class_order": "natural", "threads": None, "progress": True,
+             "fid": False, "fid_extractor": "auto"}
 
 SOLVERS = ("dopri5", "rk4", "euler", "midpoint")
 
@@ -152,6 +153,8 @@ def validate(cfg: dict[str, Any]) -> None:
         raise BenchError(f"seed must be an integer, got {cfg['seed']!r}")
     if cfg["device"] not in ("auto", "cpu", "cuda") and not str(cfg["device"]).startswith("cuda:"):
         raise BenchError(f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+    if cfg["fid_extractor"] not in ("auto", "inception", "classifier"):
+        raise BenchError(f"fid_extractor must be auto, inception or classifier, got {cfg['fid_extractor']!r}")
     if cfg["class_order"] not in ("natural", "permuted"):
         raise BenchError(f"class_order must be natural or permuted, got {cfg['class_order']!r}")
 

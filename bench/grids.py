@@ -31,7 +31,10 @@ def available() -> list[str]:
 
 
 def load(name: str) -> dict[str, Any]:
-    path = GRID_DIR / f"{name}.yaml"
+    """Grid ``name`` from bench/grids, or a user's grid file when ``name`` ends in .yaml."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else GRID_DIR / f"{name}.yaml"
+    if name.endswith((".yaml", ".yml")) and not path.exists():
+        raise BenchError(f"grid file {path} not found")
     if not path.exists():
         close = difflib.get_close_matches(name, available(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -43,7 +46,9 @@ def load(name: str) -> dict[str, Any]:
     unknown = set(grid.get("axes", {})) - set(AXES)
     if unknown:
         raise BenchError(f"grid {name}: unknown axis {sorted(unknown)[0]!r}; axes: {', '.join(AXES)}")
-    grid["name"] = name
+    if not isinstance(grid, dict) or "axes" not in grid:
+        raise BenchError(f"grid {name}: no 'axes' mapping")
+    grid["name"] = path.stem
     return grid
 
 
@@ -90,6 +95,7 @@ def _data_axis(grid: dict, scale: str, datasets: list[str] | None) -> list[dict]
 def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
     """Every cell of grid ``name`` with ``overrides`` (cell-level keys, seeds=, datasets=)."""
     grid = load(name)
+    name = grid["name"]
     overrides = copy.deepcopy(overrides or {})
     seeds = overrides.pop("seeds", None)
     datasets = overrides.pop("datasets", None)

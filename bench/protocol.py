@@ -150,7 +150,7 @@ class Cell:
             info = self.train_generator(1, all_classes, d.train_x[m], d.train_y[m], full=True)
         for t, classes in enumerate(d.tasks, start=1):
             seen = [c for task in d.tasks[:t] for c in task]
-            cached = self.paths.evaluation(t)
+            cached = self.paths.evaluation(t, real_first_task=name != "multitask_generator")
             gen = {"seconds": 0.0, "trainable": 0}
             m = _mask(d.train_y, classes)
             if name == "multitask_generator":
@@ -187,7 +187,7 @@ class Cell:
             shown = " ".join(f"{a:.1f}" for a in row["accuracy"])
             self.log(f"task {t}/{T} classes {classes}: accuracy per task [{shown}]  "
                      f"Abar_{t} = {sum(row['accuracy']) / t:.2f}")
-        return self.record(acc, seconds, nfe, trainable)
+        return self.record(acc, seconds, nfe, trainable, row.get("quality"))
 
     def evaluate(self, t: int, seen: list[int]) -> dict:
         cfg, d = self.cfg, self.data
@@ -205,10 +205,41 @@ class Cell:
                                      self.progress, desc=f"task {t} classifier")
         m = _mask(d.test_y, seen)
         accs = accuracy_per_task(net, d.test_x[m], d.test_y[m], d.tasks[:t], self.device)
-        return {"accuracy": accs, "nfe": summarize_nfe(nfes, self.solver.name),
-                "sampling_seconds": sampling_seconds, "classifier_seconds": secs, "classifier_data": "real" if use_real else "synthetic"}
+        row = {"accuracy": accs, "nfe": summarize_nfe(nfes, self.solver.name),
+               "sampling_seconds": sampling_seconds, "classifier_seconds": secs,
+               "classifier_data": "real" if use_real else "synthetic"}
+        if cfg["fid"] and t == len(d.tasks) and not use_real:
+            row["quality"] = self.quality(x, d.test_x[m])
+        return row
 
-    def record(self, acc, seconds, nfe, trainable) -> dict[str, Any]:
+    def feature_net(self):
+        """ResNet18 on every real training image (cached): the offline FID extractor."""
+        from .classifier import build_resnet18
+
+        d, path = self.data, self.paths.feature_net
+        classes = list(range(self.dataset.num_classes))
+        if path.exists():
+            net = build_resnet18(d.train_x.shape[1], len(classes))
+            net.load_state_dict(torch.load(path, map_location="cpu"))
+            net.classes = classes
+            return net.to(self.device).eval()
+        net, _ = train_classifier(d.train_x, d.train_y, classes, self.cfg["classifier"], self.cfg["seed"] * 1000 + 999,
+                                  self.device, self.progress, desc="FID feature network")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+        return net
+
+    def quality(self, fake: torch.Tensor, real: torch.Tensor) -> dict:
+        from .quality import image_quality
+
+        extractor = self.cfg["fid_extractor"]
+        net = self.feature_net() if extractor != "inception" else None
+        t0 = time.perf_counter()
+        q = image_quality(fake, real, extractor, net, self.device)
+        return {**q, "seconds": time.perf_counter() - t0, "n_fake": len(fake), "n_real": len(real)}
+
+    def record(self, acc, seconds, nfe, trainable, quality=None) -> dict[str, Any]:
         la, aia, abar = average_accuracies(acc)
         adapter = self.adapter
         return {
@@ -221,12 +252,22 @@ class Cell:
             "ppc": adapter.ppc() if adapter is not None else 0,
             "embedding_params_per_class": adapter.embedding_params_per_class() if adapter is not None else 0,
             "trainable_per_task": trainable,
+            "analysis": adapter_analysis(adapter) if adapter is not None else None,
             "nfe": nfe,
+            "quality": quality,
             "seconds": {**seconds, "total": sum(sum(v) for v in seconds.values())},
             "device": str(self.device), "torch": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "config": self.cfg,
         }
+
+
+def adapter_analysis(adapter: methods.Adapter) -> dict[str, list[dict]]:
+    """Tidy analysis records of the trained adapters (Figures 3-5)."""
+    from methods import analysis
+
+    return {"importance": analysis.layer_importance(adapter), "rank": analysis.modulation_rank(adapter),
+            "function_parameters": analysis.function_parameters(adapter)}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

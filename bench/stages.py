@@ -33,7 +33,19 @@ def generator_key(cfg: dict) -> str:
 def evaluation_key(cfg: dict) -> str:
     """Key of the per-task synthetic sets and classifiers: the generators plus solver and classifier."""
     return key_of({"generator": generator_key(cfg), "solver": cfg["solver"], "sampling": cfg["sampling"],
-                   "classifier": cfg["classifier"], "test_per_class": cfg["test_per_class"]})
+                   "classifier": cfg["classifier"], "test_per_class": cfg["test_per_class"],
+                       "fid": [cfg.get("fid", False), cfg.get("fid_extractor", "auto")]})
+
+
+def first_task_key(cfg: dict) -> str:
+    """Key of the task-1 evaluation on real data (a classifier on real D_1): shared by every method."""
+    return key_of({**{k: cfg[k] for k in BACKBONE_KEYS if k not in ("model",)}, "classifier": cfg["classifier"],
+                   "test_per_class": cfg["test_per_class"]})
+
+
+def feature_net_key(cfg: dict) -> str:
+    """Key of the ResNet18 trained on all real training data (the offline FID extractor)."""
+    return key_of({k: cfg[k] for k in ("dataset", "seed", "scale", "image_size", "train_per_class", "classifier")})
 
 
 class StagePaths:
@@ -44,9 +56,13 @@ class StagePaths:
         self.backbone = root / "backbones" / f"{backbone_key(cfg)}.pt"
         self.generators = root / "generators" / generator_key(cfg)
         self.evaluations = root / "evaluations" / evaluation_key(cfg)
+        self.first_task = root / "evaluations" / f"task1-real-{first_task_key(cfg)}.json"
+        self.feature_net = root / "feature_nets" / f"{feature_net_key(cfg)}.pt"
 
     def generator(self, task: int) -> Path:
         return self.generators / f"task{task}.pt"
 
-    def evaluation(self, task: int) -> Path:
+    def evaluation(self, task: int, real_first_task: bool = False) -> Path:
+        if task == 1 and real_first_task:
+            return self.first_task
         return self.evaluations / f"task{task}.json"

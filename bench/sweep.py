@@ -82,8 +82,8 @@ class Plan:
     """Which cells run, which stages are trained or reused, keyed as the stages are."""
 
     def __init__(self, grid: str, overrides: dict, store: Path):
-        self.grid, self.store = grid, store
         self.cells = grids.expand(grid, overrides)
+        self.grid, self.store = grids.load(grid)["name"], store
         self.artifacts = store / "artifacts"
         self.records = store / "records" / grid
         self.status: dict[str, str] = {}

@@ -52,13 +52,13 @@ def modulation(adapter: Adapter, cls: int, key: str) -> torch.Tensor | None:
     return None
 
 
-def modulation_rank(adapter: Adapter, tol: float | None = None) -> list[dict]:
-    """Numerical rank of M_y per layer and class (float64 SVD)."""
+def modulation_rank(adapter: Adapter, rtol: float | None = None) -> list[dict]:
+    """Numerical rank of M_y per layer and class (float64 SVD; torch's default tolerance)."""
     out = []
     for cls, key, info, _ in _rows(adapter):
         m = modulation(adapter, cls, key)
         if m is not None:
-            rank = torch.linalg.matrix_rank(m.double(), tol=tol).item()
+            rank = torch.linalg.matrix_rank(m.double(), rtol=rtol).item()
             out.append({"layer": info["index"], "name": info["name"], "class": cls, "rank": rank,
                         "function": adapter.options.get("function", adapter.name),
                         "max_rank": min(m.shape)})

@@ -1,0 +1,100 @@
+"""The paper's figures with seaborn (PNG and PDF), from the records' analyses.
+
+Figure 3: layer importance I_l with its spread over classes, against the Conv2d index;
+Figure 4: rank of M_y per layer, one series per function; Figure 5: learned gamma and
+omega per layer; accuracy against NFE (Table VII); Abar_t against task, per method.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    for p in paths:
+        fig.savefig(p, bbox_inches="tight", dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def _analysis(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    rows = []
+    for path, method in zip(df["path"], df["method"]):
+        rec = json.loads(Path(path).read_text())
+        for r in (rec.get("analysis") or {}).get(kind, []):
+            rows.append({**r, "method": method, "record": Path(path).stem})
+    return pd.DataFrame(rows)
+
+
+def accuracy_per_task(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
+    rows = [{"method": m, "dataset": f"{d} {s}", "task": t + 1, "accuracy": a}
+            for m, d, s, abar in zip(df["method"], df["dataset"], df["split"], df["avg_accuracy"]) if abar
+            for t, a in enumerate(abar)]
+    if not rows:
+        return []
+    data = pd.DataFrame(rows)
+    g = sns.relplot(data=data, x="task", y="accuracy", hue="method", col="dataset", kind="line", marker="o",
+                    height=3.2, aspect=1.2)
+    g.set_axis_labels("task t", "average accuracy Abar_t (%)")
+    return _save(g.figure, out, f"{grid}_accuracy_per_task")
+
+
+def accuracy_vs_nfe(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
+    data = df.dropna(subset=["nfe"]).copy()
+    if data.empty:
+        return []
+    data["K"] = data["options"].map(lambda o: json.loads(o).get("K", 10))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    sns.lineplot(data=data, x="nfe", y="la", hue="K", marker="o", ax=ax, palette="viridis")
+    ax.set(xlabel="NFE per sample (counted)", ylabel="LA (%)", xscale="log")
+    return _save(fig, out, f"{grid}_accuracy_vs_nfe")
+
+
+def importance(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
+    data = _analysis(df[df["method"] == "vanilla_mul"], "importance")
+    if data.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.lineplot(data=data, x="layer", y="importance", errorbar="sd", marker="o", ax=ax)
+    ax.set(xlabel="Conv2d index l", ylabel="I_l (mean |B-1| + |A-1|)", title="Figure 3: layer importance")
+    return _save(fig, out, f"{grid}_fig3_importance")
+
+
+def rank(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
+    data = _analysis(df, "rank")
+    if data.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.lineplot(data=data, x="layer", y="rank", hue="function", estimator="max", errorbar=None, marker="o", ax=ax)
+    ax.set(xlabel="Conv2d index l", ylabel="rank of M_y (max over classes)", title="Figure 4: rank per layer")
+    return _save(fig, out, f"{grid}_fig4_rank")
+
+
+def function_parameters(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
+    data = _analysis(df[df["method"] == "funlora"], "function_parameters")
+    if data.empty:
+        return []
+    value_vars = [c for c in ("gamma", "omega", "p") if c in data]
+    long = data.melt(id_vars=["layer", "j"], value_vars=value_vars, var_name="parameter")
+    g = sns.relplot(data=long, x="j", y="value", hue="layer", col="parameter", kind="line", errorbar=None,
+                    facet_kws={"sharey": False}, height=3.2, palette="viridis")
+    g.figure.suptitle("Figure 5: learned gamma and omega per layer", y=1.03)
+    return _save(g.figure, out, f"{grid}_fig5_function_parameters")
+
+
+def all_figures(grid: str, df: pd.DataFrame, out: Path) -> list[Path]:
+    paths = accuracy_per_task(df, out, grid)
+    if grid == "table7":
+        paths += accuracy_vs_nfe(df, out, grid)
+    for fn in (importance, rank, function_parameters):
+        paths += fn(df, out, grid)
+    return paths

@@ -1,0 +1,88 @@
+"""Read a store's records into one tidy pandas DataFrame (one row per record).
+
+A record that cannot be read, lacks a field, or whose resolved config disagrees with
+what its grid resolves to now (stale code or settings) is reported, never mixed in.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .. import grids
+from ..errors import BenchError
+from ..metrics import forgetting
+
+REQUIRED = ("la", "aia", "accuracy", "ppc", "nfe", "seconds", "config", "cell")
+
+
+@dataclass
+class Loaded:
+    frame: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+
+def _expected_configs(grid: str, scale: str, seed: int, cache: dict) -> dict[str, dict]:
+    key = (grid, scale, seed)
+    if key not in cache:
+        try:
+            cache[key] = {c.label: c.config for c in grids.expand(grid, {"scale": scale, "seeds": [seed]})}
+        except BenchError:
+            cache[key] = {}
+    return cache[key]
+
+
+def flatten(rec: dict, path: Path) -> dict:
+    cell, cfg = rec["cell"], rec["config"]
+    nfe_mean = [n.get("per_call_mean") for n in rec["nfe"] if n.get("per_call_mean")]
+    row = {
+        "grid": rec.get("grid", path.parent.name), "label": rec.get("label", path.stem), "path": str(path),
+        "dataset": cell["dataset"], "split": cell["split"], "method": cell["method"],
+        "options": json.dumps(cell.get("method_options", {}), sort_keys=True),
+        "solver": cell["solver"]["name"], "steps": cell["solver"].get("steps"),
+        "seed": cell["seed"], "scale": cell["scale"],
+        "la": rec["la"], "aia": rec["aia"], "ppc": rec["ppc"],
+        "forgetting": forgetting(rec["accuracy"]),
+        "nfe": sum(nfe_mean) / len(nfe_mean) if nfe_mean else None,
+        "gen_seconds": sum(rec["seconds"]["generator"]), "sampling_seconds": sum(rec["seconds"]["sampling"]),
+        "classifier_seconds": sum(rec["seconds"]["classifier"]), "total_seconds": rec["seconds"]["total"],
+        "gen_seconds_per_task": rec["seconds"]["generator"], "avg_accuracy": rec.get("avg_accuracy"),
+    }
+    for opt, value in cell.get("method_options", {}).items():
+        row[f"opt_{opt}"] = value
+    for key, value in (rec.get("quality") or {}).items():
+        row[f"q_{key}"] = value
+    row["layers"] = cfg["method"].get("layers", "auto")
+    return row
+
+
+def load(store: str | Path, grid: str | None = None) -> Loaded:
+    """Every record under STORE/records (of one grid if given), flattened, with problems listed."""
+    root = Path(store) / "records"
+    if not root.is_dir():
+        raise BenchError(f"no records in {store} (expected {root}/GRID/*.json): run python -m bench.sweep first")
+    paths = sorted((root / grid).glob("*.json") if grid else root.glob("*/*.json"))
+    rows, out, cache = [], Loaded(pd.DataFrame()), {}
+    for path in paths:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            out.problems.append(f"{path}: unreadable ({type(exc).__name__})")
+            continue
+        missing = [k for k in REQUIRED if k not in rec]
+        if missing:
+            out.problems.append(f"{path}: missing field {missing[0]!r}")
+            continue
+        g = rec.get("grid", path.parent.name)
+        if g in grids.available():
+            expected = _expected_configs(g, rec["cell"]["scale"], rec["cell"]["seed"], cache)
+            label = rec.get("label", path.stem)
+            if label in expected and expected[label] != rec["config"]:
+                out.stale.append(f"{path}: its config differs from what grid {g} resolves to now")
+                continue
+        rows.append(flatten(rec, path))
+    out.frame = pd.DataFrame(rows)
+    return out

@@ -1,0 +1,239 @@
+"""The paper's table layouts (METHOD.md section 6) built from the tidy records.
+
+Each builder returns ``Table``s whose cells are ``Stat`` (mean, std, n over seeds) or
+text; the expected rows and columns come from the grid file, so a cell without a record
+shows as a dash and is counted in a footnote.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pandas as pd
+
+from .. import grids
+
+NAMES = {
+    "multitask_classifier": "Classifier Multitask", "multitask_generator": "Generative Multitask",
+    "conditioning_only": "Vanilla conditioning only", "scale_shift": "Scale and shift (Conv2d)",
+    "lora_attention": "LoRA attention layers", "lora_conv_v1": "LoRA Conv2d v1", "lora_conv_v2": "LoRA Conv2d v2",
+    "vanilla_mul": "Vanilla mul", "vanilla_add": "Vanilla add", "mul_add": "Mul-add", "funlora": "FunLoRA",
+    "funlora_cosine_fixed": "FunLoRA cosine (fixed omega)", "funlora_power": "FunLoRA power",
+    "funlora_power_learned": "FunLoRA power (learned p)", "funlora_rshift": "FunLoRA rshift",
+    "replay": "Generative replay", "finetune": "Fine-tuning",
+}
+
+
+@dataclass
+class Stat:
+    mean: float
+    std: float
+    n: int
+    digits: int = 2
+    ppc: bool = False
+
+    def text(self) -> str:
+        if self.ppc:
+            return f"{self.mean / 1000:.3f}K"
+        s = f"{self.mean:.{self.digits}f}"
+        return s + (f" ± {self.std:.{self.digits}f}" if self.n > 1 else "")
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    header: list[str]
+    rows: list[list[Any]]
+    best: dict[int, str] = field(default_factory=dict)   # column -> "max" | "min"
+    footnotes: list[str] = field(default_factory=list)
+    groups: list[tuple[str, int]] = field(default_factory=list)  # column groups (label, span) after column 0
+
+    def missing(self) -> int:
+        return sum(1 for r in self.rows for v in r[1:] if v is None)
+
+
+def stat(values: pd.Series, digits: int = 2, ppc: bool = False) -> Stat | None:
+    values = values.dropna()
+    if values.empty:
+        return None
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return Stat(float(values.mean()), std, int(len(values)), digits, ppc)
+
+
+def _opts(row_options: str) -> dict:
+    return json.loads(row_options) if isinstance(row_options, str) else {}
+
+
+def data_columns(grid: dict, df: pd.DataFrame) -> list[tuple[str, str]]:
+    scale = df["scale"].iloc[0] if len(df) else "paper"
+    data = grid["axes"]["data"] if scale == "paper" else grid.get("cpu_data", grid["axes"]["data"])
+    cols = [(d["dataset"], str(d["split"])) for d in data]
+    for ds, sp in df[["dataset", "split"]].drop_duplicates().itertuples(index=False):
+        if (ds, sp) not in cols:
+            cols.append((ds, sp))
+    return cols
+
+
+def method_rows(grid: dict) -> list[dict]:
+    return [{"name": m} if isinstance(m, str) else dict(m) for m in grid["axes"]["method"]]
+
+
+def select(df: pd.DataFrame, method: dict, dataset: str | None = None, split: str | None = None,
+           extra: Callable[[pd.DataFrame], pd.Series] | None = None) -> pd.DataFrame:
+    mask = df["method"] == method["name"]
+    opts = {k: v for k, v in method.items() if k != "name"}
+    if opts:
+        mask &= df["options"].map(lambda o: all(_opts(o).get(k) == v for k, v in opts.items()))
+    if dataset is not None:
+        mask &= (df["dataset"] == dataset) & (df["split"] == split)
+    if extra is not None:
+        mask &= extra(df)
+    return df[mask]
+
+
+def _note(table: Table) -> Table:
+    n = table.missing()
+    if n:
+        table.footnotes.append(f"{n} cell(s) without a record are shown as a dash.")
+    return table
+
+
+def metric_table(name: str, title: str, grid: dict, df: pd.DataFrame, rows: list[tuple[str, dict]],
+                 metrics=("la", "aia", "ppc"), extra=None) -> list[Table]:
+    """Rows x (dataset groups of LA / AIA / PPC)."""
+    cols = data_columns(grid, df)
+    labels = {"la": "LA", "aia": "AIA", "ppc": "PPC", "forgetting": "Forgetting"}
+    header = ["Method"] + [labels[m] for _ in cols for m in metrics]
+    body = []
+    for label, method in rows:
+        line: list[Any] = [label]
+        for ds, sp in cols:
+            sub = select(df, method, ds, sp, extra)
+            line += [stat(sub[m], ppc=(m == "ppc")) for m in metrics]
+        body.append(line)
+    best = {1 + i * len(metrics) + j: "max" for i in range(len(cols)) for j, m in enumerate(metrics) if m in ("la", "aia")}
+    groups = [(f"{ds} {sp}", len(metrics)) for ds, sp in cols]
+    return [_note(Table(name, title, header, body, best, groups=groups))]
+
+
+def table1(grid, df):
+    rows = [(m.get("layers", "auto"), m) for m in method_rows(grid)]
+    return metric_table("table1", "Table I: layer selection (rank-1 product)", grid, df, rows)
+
+
+def table2(grid, df):
+    tables = []
+    for layers in grid["axes"].get("layers", ["auto"]):
+        rows = [(NAMES.get(m["name"], m["name"]), {**m, "layers": layers}) for m in method_rows(grid)]
+        tables += metric_table("table2", f"Table II: functions, layers {layers}", grid, df, rows)
+    return tables
+
+
+def table3(grid, df):
+    cols = data_columns(grid, df)
+    names = {"vanilla_add": "Add", "mul_add": "Mul-Add", "vanilla_mul": "Mul"}
+    body = [[names.get(m["name"], m["name"])] + [stat(select(df, m, ds, sp)["la"]) for ds, sp in cols]
+            for m in method_rows(grid)]
+    header = ["Operation"] + [f"{ds} {sp}" for ds, sp in cols]
+    return [_note(Table("table3", "Table III: operation (LA)", header, body, {i + 1: "max" for i in range(len(cols))}))]
+
+
+def table4(grid, df):
+    rows = [(str(m.get("ratio", 1)), m) for m in method_rows(grid)]
+    return metric_table("table4", "Table IV: reduced parameters (ratio)", grid, df, rows)
+
+
+def table5(grid, df):
+    rows = [(NAMES.get(m["name"], m["name"]), m) for m in method_rows(grid)]
+    return metric_table("table5", "Table V: methods and bounds", grid, df, rows)
+
+
+def table7(grid, df):
+    scale = df["scale"].iloc[0] if len(df) else "paper"
+    solvers = grid.get("cpu_solver") if scale != "paper" and "cpu_solver" in grid else grid["axes"]["solver"]
+    tables = []
+    for ds, sp in data_columns(grid, df):
+        body, time_row = [], ["Sampling time (s)"]
+        for m in method_rows(grid):
+            line: list[Any] = [str(m.get("K", 10))]
+            for s in solvers:
+                sub = select(df, m, ds, sp, lambda d, s=s: (d["solver"] == s["name"]) & (d["steps"] == s["steps"]))
+                line.append(stat(sub["la"]))
+            body.append(line)
+        nfe_header = []
+        for s in solvers:
+            sub = df[(df["solver"] == s["name"]) & (df["steps"] == s["steps"]) & (df["dataset"] == ds)]
+            nfe = sub["nfe"].dropna()
+            nfe_header.append(f"{s['steps']} steps (NFE {int(nfe.iloc[0])})" if len(nfe) else f"{s['steps']} steps")
+            time_row.append(stat(sub["sampling_seconds"], digits=1))
+        body.append(time_row)
+        header = ["K"] + nfe_header
+        tables.append(_note(Table("table7", f"Table VII: RK4, LA per K and solver budget ({ds} {sp})", header, body,
+                                  {i + 1: "max" for i in range(len(solvers))})))
+    return tables
+
+
+def replay(grid, df):
+    cols = data_columns(grid, df)
+    tables = []
+    for ds, sp in cols:
+        body = []
+        for m in method_rows(grid):
+            sub = select(df, m, ds, sp)
+            per_task = "-"
+            if len(sub):
+                arr = pd.DataFrame(sub["gen_seconds_per_task"].tolist()).mean()
+                per_task = " / ".join(f"{v:.0f}" for v in arr)
+            body.append([NAMES.get(m["name"], m["name"]), stat(sub["la"]), stat(sub["aia"]),
+                         stat(sub["forgetting"]), per_task])
+        header = ["Method", "LA", "AIA", "Forgetting", "Generator s per task"]
+        t = Table("replay", f"FunLoRA against replay and fine-tuning ({ds} {sp})", header, body,
+                  {1: "max", 2: "max", 3: "min"})
+        t.footnotes.append("Forgetting: mean over tasks of the largest drop of a task's accuracy.")
+        tables.append(_note(t))
+    return tables
+
+
+def time_table(grid, df):
+    body = []
+    for (ds, sp, method), sub in df.groupby(["dataset", "split", "method"], sort=False):
+        body.append([f"{NAMES.get(method, method)} ({ds} {sp})"] +
+                    [stat(sub[c], digits=1) for c in ("gen_seconds", "sampling_seconds", "classifier_seconds",
+                                                      "total_seconds")])
+    header = ["Method", "Generator (s)", "Sampling (s)", "Classifier (s)", "Total (s)"]
+    return [Table(f"{grid['name']}_time", f"Supplementary: time ({grid['name']})", header, body)]
+
+
+def quality_table(grid, df):
+    cols = [c for c in ("q_fid", "q_kid", "q_precision", "q_recall") if c in df.columns]
+    if not cols or "q_extractor" not in df:
+        return []
+    tables = []
+    for extractor, part in df.dropna(subset=["q_extractor"]).groupby("q_extractor"):
+        body = []
+        for (ds, sp, method), sub in part.groupby(["dataset", "split", "method"], sort=False):
+            body.append([f"{NAMES.get(method, method)} ({ds} {sp})"] + [stat(sub[c], digits=3) for c in cols])
+        header = ["Method"] + [c[2:].upper() if c[2:] in ("fid", "kid") else c[2:] for c in cols]
+        best = {i + 1: ("min" if c[2:] in ("fid", "kid") else "max") for i, c in enumerate(cols)}
+        tables.append(Table(f"{grid['name']}_quality", f"Image quality, features: {extractor}", header, body, best))
+    return tables
+
+
+BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
+            "table7": table7, "replay": replay, "smoke": table5}
+
+
+def build(grid_name: str, df: pd.DataFrame) -> list[Table]:
+    """Every table of one grid (the paper's layout, then time and quality tables)."""
+    grid = grids.load(grid_name) if grid_name in grids.available() else None
+    if grid is None:
+        return time_table({"name": grid_name}, df)
+    tables = BUILDERS.get(grid_name, table5)(grid, df)
+    return tables + time_table(grid, df) + quality_table(grid, df)
+
+
+def is_finite(v) -> bool:
+    return isinstance(v, Stat) and math.isfinite(v.mean)

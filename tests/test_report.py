@@ -1,0 +1,127 @@
+"""bench.report: golden tables, LaTeX well-formedness, bad input."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import grids
+from bench.report.cli import main as report_main
+
+
+def make_record(store: Path, grid: str, dataset: str, split: str, method: str, seed: int, la: float,
+                aia: float, ppc: int, options: dict | None = None, label: str | None = None, **extra) -> Path:
+    options = options or {}
+    rec = {
+        "schema": 1, "grid": grid, "label": label or f"{dataset}_{split}_{method}_{seed}_{len(options)}",
+        "cell": {"dataset": dataset, "split": split, "method": method, "method_options": options,
+                 "scale": "paper", "seed": seed, "solver": {"name": "dopri5", "atol": 1e-4, "rtol": 1e-4, "steps": 100}},
+        "accuracy": [[la + 10, None], [la, la]], "avg_accuracy": [la + 10, la], "la": la, "aia": aia, "ppc": ppc,
+        "nfe": [{"calls": 0, "per_call_mean": None}, {"calls": 2, "per_call_mean": 20.0}],
+        "seconds": {"generator": [10.0, 2.0], "sampling": [0.0, 1.0], "classifier": [3.0, 3.0], "total": 19.0},
+        "config": {"method": {"name": method, **options}}, **extra,
+    }
+    path = store / "records" / grid / f"{rec['label']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+    return path
+
+
+TABLE3_GOLDEN = """### Table III: operation (LA)
+
+| Operation   | cifar10 2-2   | cifar100 20-20   |
+|:------------|:--------------|:-----------------|
+| Add         | 19.00 ± 1.41  | 14.50            |
+| Mul-Add     | 84.00         | -                |
+| Mul         | **85.00**     | **60.07**        |
+
+_Note: 1 cell(s) without a record are shown as a dash._
+"""
+
+
+def test_table3_golden_markdown(tmp_path, capsys):
+    for seed, la in ((0, 18.0), (1, 20.0)):
+        make_record(tmp_path, "table3", "cifar10", "2-2", "vanilla_add", seed, la, la, 9728)
+    make_record(tmp_path, "table3", "cifar10", "2-2", "mul_add", 0, 84.0, 85.0, 19456)
+    make_record(tmp_path, "table3", "cifar10", "2-2", "vanilla_mul", 0, 85.0, 86.0, 9728)
+    make_record(tmp_path, "table3", "cifar100", "20-20", "vanilla_add", 0, 14.5, 20.0, 9728)
+    make_record(tmp_path, "table3", "cifar100", "20-20", "vanilla_mul", 0, 60.07, 70.0, 9728)
+    assert report_main([f"store={tmp_path}", "grid=table3", "figures=false"]) == 0
+    md = (tmp_path / "report" / "table3.md").read_text()
+    assert TABLE3_GOLDEN in md
+    assert TABLE3_GOLDEN in capsys.readouterr().out
+
+
+def test_table5_golden_rows(tmp_path):
+    make_record(tmp_path, "table5", "cifar10", "2-2", "multitask_classifier", 0, 95.0, 96.0, 0)
+    for seed, la in ((0, 80.0), (1, 82.0), (2, 84.0)):
+        make_record(tmp_path, "table5", "cifar10", "2-2", "funlora", seed, la, la + 5, 10028)
+    make_record(tmp_path, "table5", "cifar100", "20-20", "funlora", 0, 60.0, 70.0, 10028)
+    make_record(tmp_path, "table5", "cifar100", "20-20", "scale_shift", 0, 61.0, 65.0, 11776)
+    assert report_main([f"store={tmp_path}", "grid=table5", "figures=false"]) == 0
+    md = (tmp_path / "report" / "table5.md").read_text()
+    lines = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in md.splitlines()
+             if ln.startswith("| ") and not ln.startswith("| Method")}
+    assert lines["Classifier Multitask"][:3] == ["**95.00**", "**96.00**", "0.000K"]
+    assert lines["FunLoRA"][:6] == ["82.00 ± 2.00", "87.00 ± 2.00", "10.028K", "60.00", "**70.00**", "10.028K"]
+    assert lines["Scale and shift (Conv2d)"][3:6] == ["**61.00**", "65.00", "11.776K"]
+    assert lines["LoRA attention layers"] == ["-"] * 9
+    assert "cell(s) without a record are shown as a dash" in md
+
+
+def _balanced(tex: str) -> bool:
+    depth = 0
+    for ch in re.sub(r"\\[{}]", "", tex):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_latex_is_well_formed(tmp_path):
+    make_record(tmp_path, "table5", "cifar10", "2-2", "funlora", 0, 80.0, 85.0, 10028)
+    make_record(tmp_path, "table5", "cifar10", "2-2", "lora_conv_v1", 0, 70.0, 75.0, 57856)
+    assert report_main([f"store={tmp_path}", "grid=table5", "format=latex", "figures=false", "compare=paper"]) == 0
+    tex = (tmp_path / "report" / "table5.tex").read_text()
+    assert _balanced(tex)
+    assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") >= 2
+    assert tex.count(r"\begin{tabular}") == tex.count(r"\end{tabular}")
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{80.00}" in tex
+    body = re.sub(r"\\[a-zA-Z]+|\\[_%&#$]", "", tex)
+    assert "_" not in body and "%" not in body  # every underscore and percent sign escaped
+
+
+def test_stale_and_broken_records_are_reported_not_mixed(tmp_path, capsys):
+    cell = next(c for c in grids.expand("table3") if c.config["method"]["name"] == "vanilla_mul")
+    path = make_record(tmp_path, "table3", "cifar10", "2-2", "vanilla_mul", 0, 85.0, 86.0, 9728, label=cell.label)
+    rec = json.loads(path.read_text())
+    rec["config"] = {**cell.config, "seed": 0, "classifier": {**cell.config["classifier"], "epochs": 1}}
+    path.write_text(json.dumps(rec))
+    make_record(tmp_path, "table3", "cifar10", "2-2", "mul_add", 0, 84.0, 85.0, 19456)
+    (tmp_path / "records" / "table3" / "broken.json").write_text('{"la": 3')
+    bad = json.loads(path.read_text())
+    del bad["nfe"]
+    (tmp_path / "records" / "table3" / "nofield.json").write_text(json.dumps(bad))
+    assert report_main([f"store={tmp_path}", "figures=false"]) == 0
+    captured = capsys.readouterr()
+    assert "stale" in captured.err and "unreadable" in captured.err and "missing field 'nfe'" in captured.err
+    md = (tmp_path / "report" / "table3.md").read_text()
+    assert "85.00" not in md and "84.00" in md
+
+
+@pytest.mark.parametrize("args,message", [
+    (["grid=table9"], "unknown grid 'table9'"),
+    (["format=pdf"], "format must be md, latex or both"),
+    (["colour=red"], "unknown key 'colour'"),
+])
+def test_bad_input(args, message, tmp_path, capsys):
+    assert report_main([f"store={tmp_path}"] + args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_store(tmp_path, capsys):
+    assert report_main([f"store={tmp_path}"]) == 2
+    assert "no records in" in capsys.readouterr().err
+    (tmp_path / "records" / "table3").mkdir(parents=True)
+    assert report_main([f"store={tmp_path}"]) == 2
+    assert "no usable record" in capsys.readouterr().err

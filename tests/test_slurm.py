@@ -1,0 +1,80 @@
+"""bench.sweep on a real single-node Slurm cluster (slurm/cluster-up.sh; CI starts it).
+
+Skipped when no cluster answers, unless FUNLORA_REQUIRE_SLURM=1 (set by .ci/run), where
+a missing cluster is a failure.
+"""
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import config
+from bench.sweep import main as sweep_main
+
+
+def _cluster_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return False
+    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
+
+
+if not _cluster_up():
+    if os.environ.get("FUNLORA_REQUIRE_SLURM") == "1":
+        pytest.fail("FUNLORA_REQUIRE_SLURM=1 but no Slurm cluster answers (run slurm/cluster-up.sh)",
+                    pytrace=False)
+    pytest.skip("no Slurm cluster (run slurm/cluster-up.sh)", allow_module_level=True)
+
+
+def test_smoke_grid_on_slurm(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert sweep_main(["grid=smoke", "executor=slurm", "slurm=local", f"store={store}"]) == 0
+    recs = sorted((store / "records" / "smoke").glob("*.json"))
+    assert len(recs) == 4
+    for path in recs:
+        rec = json.loads(path.read_text())
+        assert rec["label"] == path.stem and len(rec["accuracy"]) == 4 and rec["nfe"][1]["calls"] >= 1
+    assert len(list((store / "artifacts" / "backbones").glob("*.pt"))) == 1
+    logs = list((store / "logs" / "smoke").rglob("*_log.err"))
+    assert logs, "submitit wrote no Slurm logs"
+
+
+def test_failing_cell_on_slurm(tmp_path, capsys):
+    grid = tmp_path / "broken.yaml"
+    grid.write_text("axes:\n  data: [{dataset: digits, split: 5-5}]\n  method: [multitask_classifier]\n"
+                    "fixed: {scale: smoke, classifier: {batch_size: 0}}\n")
+    assert sweep_main([f"grid={grid}", "executor=slurm", "slurm=local", f"store={tmp_path / 's'}"]) == 1
+    err = capsys.readouterr().err
+    assert "1 failed" in err
+    assert Path(err.split("log: ")[1].split()[0]).exists()
+
+
+def test_preempted_training_resumes_from_its_checkpoint(tmp_path):
+    import submitit
+
+    from bench.jobs import StageJob
+    from bench.stages import StagePaths
+
+    cfg = config.resolve({"dataset": "digits", "split": "5-5", "scale": "smoke", "progress": False,
+                          "generator": {"task1": {"max_steps": 400, "epochs": 400, "ckpt_every": 10}}})
+    artifacts = tmp_path / "artifacts"
+    ckpt = StagePaths(cfg, artifacts).backbone
+    ex = submitit.AutoExecutor(folder=str(tmp_path / "logs"), cluster="slurm")
+    ex.update_parameters(timeout_min=10, slurm_partition="debug", cpus_per_task=1)
+    job = ex.submit(StageJob(), "backbone", cfg, str(artifacts))
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert ckpt.exists(), "no checkpoint was written"
+    time.sleep(1.0)
+    job._interrupt()  # SIGUSR2, as Slurm sends before preemption / time limit
+    result = job.result()
+    assert result["resumed_from"] > 0, result
+    assert result["steps"] == 400

@@ -1,0 +1,119 @@
+"""bench.sweep: grids, shared stages, resume, bad input (local and debug executors)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import grids
+from bench.stages import backbone_key
+from bench.sweep import main as sweep_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_paper_grid_expands_at_paper_scale():
+    sizes = {name: len(grids.expand(name)) for name in grids.available()}
+    assert sizes["table5"] == 27 and sizes["table1"] == 11 and sizes["table2"] == 14
+    assert sizes["fid"] == 6 and sizes["table3"] == 6 and sizes["table4"] == 5 and sizes["table7"] == 49 and sizes["replay"] == 3
+    cells = grids.expand("table5")
+    assert {c.config["scale"] for c in cells} == {"paper"}
+    assert {(c.config["dataset"], c.config["split"]) for c in cells} == {
+        ("cifar10", "2-2"), ("cifar100", "20-20"), ("imagenet100", "20-20")}
+
+
+def test_cpu_scale_uses_fashion_mnist_and_one_backbone_per_data_seed():
+    cells = grids.expand("table5", {"scale": "cpu", "seeds": [0, 1]})
+    assert len(cells) == 18
+    assert {c.config["dataset"] for c in cells} == {"fashion_mnist"}
+    needing = [c for c in cells if c.config["method"]["name"] not in ("multitask_classifier", "multitask_generator")]
+    assert len({backbone_key(c.config) for c in needing}) == 2  # one per seed
+
+
+def test_overrides_narrow_and_validate():
+    assert len(grids.expand("table3", {"datasets": ["cifar10"]})) == 3
+    from bench.errors import BenchError
+    with pytest.raises(BenchError, match="unknown grid 'table9'"):
+        grids.expand("table9")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["grid=tabel5"], "unknown grid 'tabel5' (did you mean 'table5'?)"),
+    (["grid=smoke", "sead=1"], "unknown key 'sead' (did you mean seed?)"),
+    (["grid=smoke", "executor=slurm", "slurm=nope"], "no Slurm profile 'nope'"),
+    (["grid=smoke", "executor=k8s"], "unknown executor 'k8s'"),
+    (["grid=smoke", "jobs=0"], "jobs must be a positive integer"),
+    (["grid=smoke", "datasets=[mnist]"], "unknown dataset 'mnist'"),
+    ([], "give a grid"),
+])
+def test_bad_input_is_one_line_before_anything_runs(args, message, capsys, tmp_path):
+    assert sweep_main(args + [f"store={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "records").exists()
+
+
+def test_dry_run_lists_cells_and_stage_keys(capsys, tmp_path):
+    assert sweep_main(["grid=smoke", f"store={tmp_path}", "dry_run=true"]) == 0
+    out = capsys.readouterr().out
+    assert "4 cells, 0 done, 4 to run" in out
+    assert out.count("train;") == 1  # one backbone trained, reused by the 3 others
+    assert "stages to train: 1 backbone(s), 2 generator group(s)" in out
+
+
+def _records(store):
+    return sorted((store / "records" / "smoke").glob("*.json"))
+
+
+def test_local_sweep_runs_shares_and_resumes(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert sweep_main(["grid=smoke", f"store={store}", "jobs=2"]) == 0
+    recs = _records(store)
+    assert len(recs) == 4
+    assert len(list((store / "artifacts" / "backbones").glob("*.pt"))) == 1
+    assert len(list((store / "artifacts" / "generators").iterdir())) == 2
+    for path in recs:
+        rec = json.loads(path.read_text())
+        assert rec["grid"] == "smoke" and rec["label"] == path.stem and len(rec["accuracy"]) == 4
+    # Rerunning a finished sweep runs nothing.
+    capsys.readouterr()
+    assert sweep_main(["grid=smoke", f"store={store}"]) == 0
+    assert "nothing to run" in capsys.readouterr().out
+    # A corrupt record is reported, kept aside, and recomputed.
+    recs[0].write_text('{"la": 1')
+    assert sweep_main(["grid=smoke", f"store={store}", "executor=debug"]) == 0
+    assert "is corrupt" in capsys.readouterr().out
+    assert json.loads(recs[0].read_text())["la"] >= 0
+    assert len(list((store / "records" / "smoke" / "stale").glob("*.json"))) == 1
+
+
+def test_sweep_killed_with_sigkill_then_rerun_finishes(tmp_path):
+    store = tmp_path / "store"
+    cmd = [sys.executable, "-m", "bench.sweep", "grid=smoke", f"store={store}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((store / "artifacts").rglob("*.pt")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local jobs
+    proc.wait()
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    recs = _records(store)
+    assert len(recs) == 4 and all(json.loads(p.read_text())["la"] >= 0 for p in recs)
+    assert not list((store / "records").rglob("*.tmp*"))
+
+
+def test_failing_cell_gives_nonzero_exit_and_log_path(tmp_path, capsys):
+    grid = tmp_path / "broken.yaml"
+    grid.write_text("axes:\n  data: [{dataset: digits, split: 5-5}]\n  method: [multitask_classifier]\n"
+                    "fixed: {scale: smoke, classifier: {batch_size: 0}}\n")
+    assert sweep_main([f"grid={grid}", f"store={tmp_path / 'store'}"]) == 1
+    err = capsys.readouterr().err
+    assert "1 failed" in err and "log: " in err
+    log = err.split("log: ")[1].split()[0]
+    assert Path(log).exists()
