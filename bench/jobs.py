@@ -46,7 +46,11 @@ class StageJob(submitit.helpers.Checkpointable):
     """A stage of a sweep: ``kind`` is ``backbone`` or ``cells``."""
 
     def __call__(self, kind: str, payload: Any, artifacts: str) -> Any:
-        os.environ.setdefault("TQDM_DISABLE", "1")
+        threads = os.environ.get("FUNLORA_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK")
+        if threads:  # never more threads than the job's cores: OpenMP spinning makes that 10x slower
+            import torch
+
+            torch.set_num_threads(max(1, int(threads)))
         if kind == "backbone":
             return train_backbone(payload, artifacts)
         if kind == "cells":
