@@ -38,20 +38,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def model_for(cfg: dict, dataset: data_mod.Dataset) -> tuple[UNetModel, int]:
-    """The U-Net of this scale for this dataset, and the image size it works at."""
+def model_for(cfg: dict, dataset: str) -> tuple[UNetModel, int]:
+    """The U-Net of this scale for ``dataset`` (built on the current default device), and its image size."""
     size = cfg["image_size"]
     if size == "auto":
-        size = 64 if data_mod.NATIVE_SIZE[dataset.name] > 32 else 32
+        size = 64 if data_mod.NATIVE_SIZE[dataset] > 32 else 32
     arch = cfg["model"]
     if arch == "auto":
         arch = "imagenet64" if size == 64 else "cifar10"
     if arch not in MODEL_CONFIGS:
         raise BenchError(f"unknown model {arch!r}; models: {', '.join(MODEL_CONFIGS)}")
-    overrides = {"image_size": size, "in_channels": dataset.channels, "num_classes": dataset.num_classes}
+    overrides = {"image_size": size, "in_channels": data_mod.CHANNELS[dataset], "num_classes": data_mod.DATASETS[dataset]}
     if arch == "small" and size <= 16:
         overrides["attention_resolutions"] = str(size // 2)
     return build_unet(arch, **overrides), size
+
+
+def dry_build(cfg: dict) -> dict:
+    """Build a cell's backbone and method on the meta device (no memory, no training): its sizes."""
+    with torch.device("meta"):
+        unet, size = model_for(cfg, cfg["dataset"])
+        info = {"image_size": size, "backbone_params": sum(p.numel() for p in unet.parameters()), "ppc": 0}
+        name = cfg["method"]["name"]
+        if name in methods.available():
+            adapter = methods.build(name, **{k: v for k, v in cfg["method"].items() if k != "name"}).attach(unet)
+            info["ppc"] = adapter.ppc()
+    return info
 
 
 @dataclass
@@ -100,7 +112,7 @@ class Cell:
         self.options = {k: v for k, v in cfg["method"].items() if k != "name"}
         self.dataset = data_mod.load(cfg["dataset"], cfg["data_root"])
         data_mod.parse_split(cfg["split"], self.dataset.num_classes)
-        self.unet, self.size = model_for(cfg, self.dataset)
+        self.unet, self.size = model_for(cfg, self.dataset.name)
         self.data = prepare_data(cfg, self.dataset, self.size)
         self.paths = StagePaths(cfg, artifacts or cfg.get("workdir") or "results/artifacts")
         self.progress = bool(cfg.get("progress", True))

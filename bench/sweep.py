@@ -26,6 +26,7 @@ from . import grids
 from .config import parse_overrides
 from .errors import BenchError, cli
 from .jobs import StageJob, describe_failure, read_record
+from .protocol import dry_build
 from .stages import StagePaths, backbone_key, generator_key
 from .trainer import done_marker
 
@@ -115,12 +116,15 @@ class Plan:
                 bb, _ = f"backbone {bk} train", trained_bb.add(bk)
             else:
                 bb = f"backbone {bk} reuse"
-            if st == "ok":
+            if c.config["method"]["name"] == "multitask_classifier":
+                gen = "no generator (classifier on real data)"
+            elif st == "ok":
                 gen = f"generators {gk} done"
             else:
                 first = self.groups[gk][0] is c
                 gen = f"generators {gk} {'train' if first else 'reuse'}"
-            print(f"  [{'done' if st == 'ok' else st:>8s}] {c.label:60s} {bb}; {gen}")
+            built = dry_build(c.config)  # every cell's model and method really built (meta device)
+            print(f"  [{'done' if st == 'ok' else st:>8s}] {c.label:60s} PPC {built['ppc']:>6d}; {bb}; {gen}")
         print(f"stages to train: {len(self.backbones)} backbone(s), {len(self.groups)} generator group(s)")
 
 

@@ -26,6 +26,11 @@ from torch import nn
 from .targets import MethodError, select_conv2d, set_submodule
 
 
+import os
+
+GROUPED_CONV = os.environ.get("FUNLORA_GROUPED_CONV", "0") == "1"
+
+
 @dataclass
 class BatchPlan:
     """How one batch's labels map onto adapted classes, computed once per forward."""
@@ -226,6 +231,8 @@ class Adapter(nn.Module):
         """Weight form: one call of the layer per class present in the batch."""
         if len(plan.groups) == 1:
             return self._call_with_weight(key, base, x, plan.groups[0][0])
+        if GROUPED_CONV and isinstance(base, nn.Conv2d) and base.groups == 1:
+            return self._grouped_conv(key, base, x, plan)
         outs, order = [], []
         for cls, idx in plan.groups:
             outs.append(self._call_with_weight(key, base, x.index_select(0, idx), cls))
@@ -234,6 +241,32 @@ class Adapter(nn.Module):
         perm = torch.cat(order)
         inverse[perm] = torch.arange(perm.numel(), device=perm.device)
         return torch.cat(outs).index_select(0, inverse)
+
+    def _grouped_conv(self, key: str, base: nn.Conv2d, x: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
+        """All classes of a mixed batch in one grouped convolution.
+
+        Group u's samples go to channel block u of a (m, U * c_in, H, W) input (groups
+        shorter than the longest, m, are padded with zeros), and the U weights W'_u are
+        stacked into one (U * c_out, c_in, k, k) weight with ``groups=U``.
+        """
+        U = len(plan.groups)
+        m = max(idx.numel() for _, idx in plan.groups)
+        weights, blocks = [], []
+        for cls, idx in plan.groups:
+            w = base.weight if cls is None else self.adapted_weight(key, base.weight, self.class_params[str(cls)].layers[key])
+            weights.append(w)
+            xb = x.index_select(0, idx)
+            if idx.numel() < m:
+                xb = torch.cat([xb, xb.new_zeros(m - idx.numel(), *xb.shape[1:])])
+            blocks.append(xb)
+        xs = torch.stack(blocks, dim=1).reshape(m, U * x.shape[1], *x.shape[2:])
+        bias = base.bias.repeat(U) if base.bias is not None else None
+        out = F.conv2d(xs, torch.cat(weights), bias, base.stride, base.padding, base.dilation, U)
+        out = out.view(m, U, base.out_channels, *out.shape[2:]).transpose(0, 1)   # (U, m, c_out, H', W')
+        result = out.new_empty(x.shape[0], *out.shape[2:])
+        for u, (_, idx) in enumerate(plan.groups):
+            result[idx] = out[u, :idx.numel()]
+        return result
 
     def _call_with_weight(self, key: str, base: nn.Module, x: torch.Tensor, cls: int | None) -> torch.Tensor:
         if cls is None:
@@ -296,10 +329,10 @@ class Adapter(nn.Module):
         return ClassParams(None, layers)
 
 
-def conv_with_weight(base: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Run a Conv1d/Conv2d ``base`` with another weight of the same shape."""
+def conv_with_weight(base: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: bool = True) -> torch.Tensor:
+    """Run a Conv1d/Conv2d ``base`` with another weight of the same shape (and its bias unless told)."""
     conv = F.conv2d if isinstance(base, nn.Conv2d) else F.conv1d
-    return conv(x, weight, base.bias, base.stride, base.padding, base.dilation, base.groups)
+    return conv(x, weight, base.bias if bias else None, base.stride, base.padding, base.dilation, base.groups)
 
 
 def ones(*shape: int) -> torch.Tensor:

@@ -29,13 +29,13 @@ FUNCTIONS = ("cosine", "power", "rshift")
 
 def exact_inverse(c: float) -> float:
     """A float32 g with float32(g * c) == 1 (g = 1/c, corrected by ulps if needed)."""
-    c32 = torch.tensor(c, dtype=torch.float32)
-    g = torch.tensor(1.0, dtype=torch.float32) / c32
+    c32 = torch.tensor(c, dtype=torch.float32, device="cpu")
+    g = torch.tensor(1.0, dtype=torch.float32, device="cpu") / c32
     for _ in range(8):
         prod = (g * c32).item()
         if prod == 1.0:
             return g.item()
-        g = torch.nextafter(g, torch.tensor(-math.inf if prod > 1 else math.inf))
+        g = torch.nextafter(g, torch.tensor(-math.inf if prod > 1 else math.inf, device="cpu"))
     raise ArithmeticError(f"no float32 inverse of {c}")  # pragma: no cover - cannot happen for c in (0.5, 1]
 
 
@@ -61,7 +61,7 @@ class FunLoRA(Adapter):
         gamma = torch.zeros(K)
         # g must invert cos(omega_1 * 1) as float32 computes it (see the module docstring).
         cosine = self.options["function"] == "cosine"
-        gamma[0] = exact_inverse(torch.cos(torch.tensor(1.0)).item()) if cosine else 1.0
+        gamma[0] = exact_inverse(torch.cos(torch.tensor(1.0, device="cpu")).item()) if cosine else 1.0
         return gamma
 
     def new_layer_params(self, key, module):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import register
-from .base import Adapter
+from .base import Adapter, conv_with_weight, per_sample_table
 from .targets import MethodError
 
 
@@ -45,10 +45,39 @@ class _LowRank(Adapter):
 
 @register("vanilla_mul")
 class VanillaMul(_LowRank):
-    """W'_y = W * (B_y A_y), all-ones init (identity); rank 1 in the paper."""
+    """W'_y = W * (B_y A_y), all-ones init (identity); rank 1 in the paper.
+
+    ``form=feature`` computes the same function as feature modulation (rank 1 only):
+    conv(x, W * b a^T) = b * conv(a * x, W), with per-sample a, b gathered by label, so a
+    mixed batch needs one convolution and no weight gradient. It is not bit-identical to
+    the weight form (a separate bias add), so the exact-identity guarantee at init holds
+    for the default ``form=weight`` and to float rounding (~1e-7 relative) for ``feature``.
+    """
+
+    defaults = {**_LowRank.defaults, "form": "weight"}
+
+    def validate_options(self) -> None:
+        super().validate_options()
+        if self.options["form"] not in ("weight", "feature"):
+            raise MethodError(f"method.form must be weight or feature, got {self.options['form']!r}")
+        if self.options["form"] == "feature" and self.options["rank"] != 1:
+            raise MethodError("method.form=feature needs method.rank=1")
 
     def new_layer_params(self, key, module):
         return self._mul_init(module)
+
+    def layer_forward(self, key, base, x):
+        if self.options["form"] == "weight":
+            return super().layer_forward(key, base, x)
+        plan = self._plan
+        single, cls = plan.single
+        if single and cls is None:
+            return base(x)
+        a = per_sample_table(self, plan, key, "A", torch.ones(1, base.in_channels, device=x.device))[:, 0]
+        b = per_sample_table(self, plan, key, "B", torch.ones(base.out_channels, 1, device=x.device))[:, :, 0]
+        h = conv_with_weight(base, x * a[:, :, None, None], base.weight, bias=False)
+        h = h * b[:, :, None, None]
+        return h + base.bias[:, None, None] if base.bias is not None else h
 
     def adapted_weight(self, key, weight, params):
         m = params["B"] @ params["A"]

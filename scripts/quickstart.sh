@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up, then run the main job on the embedded default: Fashion-MNIST 2-2, vanilla_mul,
-# scale=cpu, local machine. Extra key=value arguments are passed to bench.run.
+# Set up, then run the main job on the embedded default: Table V (every method and
+# bound) at scale=cpu on Fashion-MNIST 2-2, local executor, then render its tables.
+# Extra key=value arguments go to bench.sweep (e.g. grid=table3, seeds=[0,1]).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m bench.run dataset=fashion_mnist split=2-2 method=vanilla_mul scale=cpu seed=0 "$@"
+.venv/bin/python -m bench.sweep grid=table5 scale=cpu store=results/store "$@"
+exec .venv/bin/python -m bench.report store=results/store

@@ -250,3 +250,23 @@ def test_save_load_class_gives_bit_identical_outputs(tmp_path):
     with pytest.raises(MethodError, match="holds a 'funlora' adapter"):
         methods.build("vanilla_mul").attach(build_unet("tiny", image_size=8, in_channels=1, num_classes=6)) \
             .load_class(tmp_path / "c4")
+
+
+def test_vanilla_mul_feature_form_equals_weight_form():
+    unet = randomized_unet(image_size=8, in_channels=1, num_classes=6)
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    w = methods.build("vanilla_mul", layers="all").attach(unet)
+    unet2 = build_unet("tiny", image_size=8, in_channels=1, num_classes=6)
+    unet2.load_state_dict(state)
+    f = methods.build("vanilla_mul", layers="all", form="feature").attach(unet2.eval())
+    for m in (w, f):
+        m.add_classes([3, 4])
+        torch.manual_seed(5)
+        with torch.no_grad():
+            for p in m.class_params.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    t, x, y = _inputs(9, (0, 3, 4))
+    with torch.no_grad():
+        assert torch.allclose(w(t, x, y), f(t, x, y), rtol=1e-5, atol=1e-5)
+    with pytest.raises(MethodError, match="form=feature needs method.rank=1"):
+        methods.build("vanilla_mul", form="feature", rank=2)
