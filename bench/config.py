@@ -97,6 +97,17 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
     return out
 
 
+def parse_known(argv: list[str], keys) -> dict[str, Any]:
+    """``key=value`` words of a small CLI whose keys are ``keys`` (unknown key: close-match error)."""
+    args = parse_overrides(argv)
+    for key in args:
+        if key not in keys:
+            close = difflib.get_close_matches(key, list(keys), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise BenchError(f"unknown key {key!r}{hint}; keys: {', '.join(sorted(keys))}")
+    return args
+
+
 def _check_keys(overrides: dict, reference: dict, prefix: str = "") -> None:
     for key, value in overrides.items():
         full = f"{prefix}{key}"

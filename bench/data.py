@@ -146,6 +146,16 @@ def _imagenet100(root: Path) -> tuple:
     return tuple(out)
 
 
+def ensure_available(name: str, data_root: str | Path) -> None:
+    """Fail early (one BenchError line) when a dataset is missing; downloads what can be downloaded."""
+    if name == "imagenet100":
+        base = Path(data_root).expanduser() / "imagenet100"
+        if not (base / "train").is_dir() or not (base / "val").is_dir():
+            _imagenet100(Path(data_root).expanduser())  # raises the explanatory BenchError
+        return
+    load(name, data_root)
+
+
 def load(name: str, data_root: str | Path) -> Dataset:
     """Load dataset ``name``; a missing dataset is a BenchError saying how to get it."""
     n = check_dataset(name)

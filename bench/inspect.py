@@ -15,7 +15,7 @@ import sys
 import methods
 from methods.targets import conv2d_layers
 
-from .config import parse_overrides
+from .config import parse_known
 from .errors import BenchError, cli
 from .unet import MODEL_CONFIGS, build_unet
 
@@ -60,10 +60,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    args = parse_overrides(argv)
-    unknown = sorted(set(args) - KEYS)
-    if unknown:
-        raise BenchError(f"unknown key {unknown[0]!r}; keys: {', '.join(sorted(KEYS))}")
+    args = parse_known(argv, KEYS)
     fmt = args.pop("format", "table")
     if fmt not in ("json", "table"):
         raise BenchError(f"format must be json or table, got {fmt!r}")

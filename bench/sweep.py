@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from . import grids
 from .config import parse_overrides
+from .data import ensure_available
 from .errors import BenchError, cli
 from .jobs import StageJob, describe_failure, read_record
 from .protocol import dry_build
@@ -185,6 +186,9 @@ def main(argv: list[str]) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     store = Path(sweep["store"])
     plan = Plan(sweep["grid"], overrides, store)
+    if not sweep["dry_run"]:  # missing data is one clear line before anything is submitted
+        for name, root in sorted({(c.config["dataset"], c.config["data_root"]) for c in plan.todo}):
+            ensure_available(name, root)
     if sweep["dry_run"]:
         plan.print()
         return 0

@@ -247,6 +247,12 @@ def test_save_load_class_gives_bit_identical_outputs(tmp_path):
     assert m2.load_class(tmp_path / "c4") == 4
     with torch.no_grad():
         assert torch.equal(ref, m2(t, x, y))
+    from bench.flow import SolverConfig, sample
+
+    solver = SolverConfig(name="rk4", steps=3)
+    s1, _ = sample(m, y, (1, 8, 8), solver, generator=torch.Generator().manual_seed(0))
+    s2, _ = sample(m2, y, (1, 8, 8), solver, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(s1, s2)  # bit-identical samples
     with pytest.raises(MethodError, match="holds a 'funlora' adapter"):
         methods.build("vanilla_mul").attach(build_unet("tiny", image_size=8, in_channels=1, num_classes=6)) \
             .load_class(tmp_path / "c4")

@@ -46,6 +46,13 @@ def test_protocol_runs_every_issue2_method(method, tmp_path):
         assert rec["ppc"] == 0
 
 
+@pytest.mark.parametrize("strategy", ["replay", "finetune"])
+def test_protocol_runs_the_strategies(strategy, tmp_path):
+    rec = run_cell(_cfg(strategy, tmp_path), log=lambda *_: None)
+    _check_record(rec)
+    assert rec["ppc"] == 0 and rec["trainable_per_task"][1] == rec["trainable_per_task"][0] > 0
+
+
 def test_rerun_reuses_every_stage(tmp_path):
     first = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
     second = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
@@ -68,3 +75,11 @@ def test_forgetting_metric():
     acc = [[90.0, None], [60.0, 80.0]]
     assert forgetting(acc) == 30.0
     assert average_accuracies(acc) == (70.0, 80.0, [90.0, 70.0])
+
+
+def test_image_quality_is_stored_with_its_extractor(tmp_path):
+    rec = run_cell(_cfg("vanilla_mul", tmp_path, fid=True, fid_extractor="classifier"), log=lambda *_: None)
+    q = rec["quality"]
+    assert q["extractor"] == "resnet18-real-penultimate"
+    assert q["fid"] > 0 and 0 <= q["precision"] <= 1 and 0 <= q["recall"] <= 1
+    assert q["n_fake"] == 16 * 10  # smoke: 16 samples per class, all 10 classes after the last task

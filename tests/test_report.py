@@ -125,3 +125,21 @@ def test_empty_store(tmp_path, capsys):
     (tmp_path / "records" / "table3").mkdir(parents=True)
     assert report_main([f"store={tmp_path}"]) == 2
     assert "no usable record" in capsys.readouterr().err
+
+
+def test_figures_are_written_as_png_and_pdf(tmp_path):
+    importance = [{"layer": l, "name": f"c{l}", "class": c, "importance": 0.1 * l + 0.01 * c}
+                  for l in (40, 41, 42) for c in (2, 3)]
+    rank = [{"layer": l, "name": f"c{l}", "class": c, "rank": 3, "function": "cosine", "max_rank": 64}
+            for l in (40, 41) for c in (2, 3)]
+    fparams = [{"layer": l, "class": 2, "j": j, "gamma": 1.0 / j, "omega": float(j)} for l in (40, 41) for j in (1, 2, 3)]
+    make_record(tmp_path, "table2", "cifar100", "20-20", "vanilla_mul", 0, 60.0, 70.0, 9728,
+                analysis={"importance": importance, "rank": [], "function_parameters": []})
+    make_record(tmp_path, "table2", "cifar100", "20-20", "funlora", 0, 62.0, 71.0, 10028,
+                analysis={"importance": [], "rank": rank, "function_parameters": fparams})
+    assert report_main([f"store={tmp_path}", "grid=table2"]) == 0
+    figs = tmp_path / "report" / "figures"
+    for name in ("table2_accuracy_per_task", "table2_fig3_importance", "table2_fig4_rank",
+                 "table2_fig5_function_parameters"):
+        for ext in ("png", "pdf"):
+            assert (figs / f"{name}.{ext}").stat().st_size > 1000, name

@@ -117,3 +117,11 @@ def test_failing_cell_gives_nonzero_exit_and_log_path(tmp_path, capsys):
     assert "1 failed" in err and "log: " in err
     log = err.split("log: ")[1].split()[0]
     assert Path(log).exists()
+
+
+def test_missing_data_is_one_line_before_submission(tmp_path, capsys):
+    assert sweep_main(["grid=table5", "datasets=[imagenet100]", f"data_root={tmp_path}",
+                       f"store={tmp_path / 'store'}"]) == 2
+    err = capsys.readouterr().err
+    assert "ImageNet100 not found" in err and err.count("\n") == 1
+    assert not (tmp_path / "store" / "logs").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from .. import grids
-from ..config import parse_overrides
+from ..config import parse_known
 from ..errors import BenchError, cli
 from . import figures, records, render, tables
 
@@ -61,10 +61,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    args = parse_overrides(argv)
-    unknown = sorted(set(args) - set(KEYS))
-    if unknown:
-        raise BenchError(f"unknown key {unknown[0]!r}; keys: {', '.join(KEYS)}")
+    args = parse_known(argv, KEYS)
     opt = {**KEYS, **args}
     if opt["format"] not in ("md", "latex", "both"):
         raise BenchError(f"format must be md, latex or both, got {opt['format']!r}")
