@@ -42,23 +42,27 @@ def importance_per_layer(adapter: Adapter) -> list[dict]:
 
 
 def modulation(adapter: Adapter, cls: int, key: str) -> torch.Tensor | None:
-    """M_y (c_out x c_in) of a multiplicative adapter, or None where the method has none."""
-    p = adapter.class_params[str(cls)].layers[key]
+    """M_y (c_out x c_in) of a multiplicative adapter in float64, or None where the method has none.
+
+    Float64 from the float32 parameters: a rank-1 product formed in float32 carries rounding
+    noise that a float64 SVD would count as full rank.
+    """
+    p = {k: v.detach().double() for k, v in adapter.class_params[str(cls)].layers[key].items()}
     info = adapter.layer_info[key]
     if isinstance(adapter, FunLoRA):
-        return adapter.modulation(p, info["out_channels"], info["in_channels"]).detach()
+        return adapter.modulation(p, info["out_channels"], info["in_channels"])
     if "B" in p and "A" in p and adapter.name in ("vanilla_mul", "mul_add"):
-        return (p["B"] @ p["A"]).detach()
+        return p["B"] @ p["A"]
     return None
 
 
-def modulation_rank(adapter: Adapter, rtol: float | None = None) -> list[dict]:
-    """Numerical rank of M_y per layer and class (float64 SVD; torch's default tolerance)."""
+def modulation_rank(adapter: Adapter, rtol: float = 1e-6) -> list[dict]:
+    """Numerical rank of M_y per layer and class: singular values above rtol * the largest."""
     out = []
     for cls, key, info, _ in _rows(adapter):
         m = modulation(adapter, cls, key)
         if m is not None:
-            rank = torch.linalg.matrix_rank(m.double(), rtol=rtol).item()
+            rank = torch.linalg.matrix_rank(m, rtol=rtol).item()
             out.append({"layer": info["index"], "name": info["name"], "class": cls, "rank": rank,
                         "function": adapter.options.get("function", adapter.name),
                         "max_rank": min(m.shape)})

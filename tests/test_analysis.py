@@ -42,3 +42,23 @@ def test_finetune_forgets_old_classes(tmp_path):
     with torch.no_grad():
         after = cell.unet(t, x, y_old)
     assert not torch.equal(before, after)  # the whole generator moved: old classes changed
+
+
+def test_rank_of_trained_like_factors():
+    unet = randomized_unet("small", image_size=16, in_channels=1, num_classes=6, attention_resolutions="8")
+    ranks = {}
+    for name in ("vanilla_mul", "funlora"):
+        m = methods.build(name).attach(unet) if name == "vanilla_mul" else \
+            methods.build(name).attach(randomized_unet("small", image_size=16, in_channels=1, num_classes=6,
+                                                       attention_resolutions="8"))
+        m.add_classes([4])
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for key, p in m.class_params["4"].layers.items():
+                p["B"].add_(torch.randn_like(p["B"]) * 0.5)
+                p["A"].add_(torch.randn_like(p["A"]) * 0.5)
+                if "gamma" in p:
+                    p["gamma"].add_(torch.randn_like(p["gamma"]) * 0.3)
+        ranks[name] = [r["rank"] for r in analysis.modulation_rank(m)]
+    assert set(ranks["vanilla_mul"]) == {1}          # a rank-1 product stays rank 1 (float64 from float32 factors)
+    assert min(ranks["funlora"]) > 1 and max(ranks["funlora"]) > 10  # the cosine raises the rank, past K=10
