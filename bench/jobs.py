@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import traceback
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,11 @@ class StageJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         trainer.save_active_checkpoint()
+        # submitit requeues next with `scontrol requeue`; Slurm answers the requeue by sending
+        # SIGTERM to the job's processes, which can kill that scontrol child before it returns
+        # (the job then fails instead of requeueing). An ignored SIGTERM survives exec, so the
+        # child is immune; this process exits right after the requeue anyway.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return super().checkpoint(*args, **kwargs)
 
 
