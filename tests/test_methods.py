@@ -276,3 +276,24 @@ def test_vanilla_mul_feature_form_equals_weight_form():
         assert torch.allclose(w(t, x, y), f(t, x, y), rtol=1e-5, atol=1e-5)
     with pytest.raises(MethodError, match="form=feature needs method.rank=1"):
         methods.build("vanilla_mul", form="feature", rank=2)
+
+
+def test_grouped_conv_path_matches_per_class_batches(monkeypatch):
+    from methods import base
+
+    monkeypatch.setattr(base, "GROUPED_CONV", True)
+    calls = []
+    original = base.Adapter._grouped_conv
+    monkeypatch.setattr(base.Adapter, "_grouped_conv", lambda self, *a: calls.append(1) or original(self, *a))
+    m = methods.build("funlora", layers="all").attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
+    m.add_classes([3, 4])
+    with torch.no_grad():
+        for p in m.class_params.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    t, x, y = _inputs(7, (0, 3, 4, 4))  # unequal group sizes: padding is exercised
+    with torch.no_grad():
+        mixed = m(t, x, y)
+        for c in (0, 3, 4):
+            sel = y == c
+            assert torch.allclose(mixed[sel], m(t[sel], x[sel], y[sel]), atol=1e-5)
+    assert calls  # the grouped path really ran
