@@ -9,13 +9,84 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .errors import BenchError
+from .flow import SolverConfig
+from .trainer import Schedule
+
+
+# ---- the typed schema of a cell's config (a wrong type is an error at parse time) ---------------
+@dataclass
+class GeneratorConfig:
+    """Schedules of the task-1 U-Net and of the later tasks' adapters (or retraining)."""
+
+    task1: Schedule = field(default_factory=Schedule)
+    adapter: Schedule = field(default_factory=Schedule)
+
+
+@dataclass
+class SamplingConfig:
+    """Synthetic samples per class (none: as many as the real training set has) and batch size."""
+
+    per_class: Optional[int] = None
+    batch_size: int = 500
+
+
+@dataclass
+class ClassifierConfig:
+    """The evaluation ResNet18: SGD + OneCycle."""
+
+    epochs: int = 30
+    batch_size: int = 100
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+
+
+@dataclass
+class CellConfig:
+    """One cell: dataset x split x method x solver x seed at a scale, and where things go."""
+
+    dataset: str = "fashion_mnist"
+    split: str = "2-2"
+    method: Any = None                 # {"name": ..., option: value}; options typed by the method
+    scale: str = "cpu"
+    seed: int = 0
+    out: Optional[str] = None
+    device: str = "auto"
+    data_root: Optional[str] = None
+    workdir: Optional[str] = None
+    class_order: str = "natural"
+    threads: Optional[int] = None
+    progress: bool = True
+    fid: bool = False
+    fid_extractor: str = "auto"
+    model: str = "auto"
+    image_size: Any = "auto"           # "auto" or an integer
+    train_per_class: Optional[int] = None
+    test_per_class: Optional[int] = None
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+
+
+def typed_merge(schema: type, *layers: dict, what: str = "") -> dict[str, Any]:
+    """Merge ``layers`` onto the dataclass ``schema``; a wrong type is one BenchError line."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
+        return OmegaConf.to_container(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise BenchError(f"{what}{key}: {str(exc).splitlines()[0]}") from None
 
 SCHEDULE = {"epochs": 1, "max_steps": None, "lr": 2e-4, "batch_size": 128, "warmup_steps": 1000,
             "grad_clip": 1.0, "ema_decay": 0.9999, "ema_start_epoch": 0, "ckpt_every": 500}
@@ -134,34 +205,70 @@ def resolve(argv: list[str] | dict[str, Any]) -> dict[str, Any]:
     if scale == "paper" and dataset in PAPER_DATASET_OVERRIDES:
         base = OmegaConf.to_container(OmegaConf.merge(base, PAPER_DATASET_OVERRIDES[dataset]))
     method_overrides = overrides.pop("method", {})
+    if not isinstance(method_overrides, dict):
+        method_overrides = {"name": method_overrides}
     _check_keys(overrides, base)
-    cfg = OmegaConf.to_container(OmegaConf.merge(base, overrides))
-    cfg["method"] = {**base["method"], **(method_overrides or {})}
+    method = {**base.pop("method"), **(method_overrides or {})}
+    cfg = typed_merge(CellConfig, base, overrides)
+    cfg["method"] = method
     if cfg["data_root"] is None:
         cfg["data_root"] = default_data_root()
     validate(cfg)
     return cfg
 
 
+def _positive(cfg: dict, path: str, allow_none: bool = False, allow_zero: bool = False) -> None:
+    node = cfg
+    for part in path.split("."):
+        node = node[part]
+    if node is None and allow_none:
+        return
+    if node is None or node < 0 or (node == 0 and not allow_zero):
+        need = "non-negative" if allow_zero else "positive"
+        raise BenchError(f"{path} must be {need}, got {node!r}")
+
+
 def validate(cfg: dict[str, Any]) -> None:
     """Cheap checks that fail before any work starts (data and split are checked by bench.data)."""
-    from methods import get as get_method
+    from methods import MethodError
 
-    from .strategies import STRATEGIES
+    from . import strategies
+    from .data import check_dataset
 
+    check_dataset(cfg["dataset"])
     name = cfg["method"].get("name")
-    if name not in STRATEGIES:
-        options = {k: v for k, v in cfg["method"].items() if k != "name"}
-        get_method(name)(**options)  # raises MethodError on an unknown name or option
-    elif len(cfg["method"]) > 1:
-        raise BenchError(f"{name} is a strategy, not an adapter: it takes no method.* options")
+    options = {k: v for k, v in cfg["method"].items() if k != "name"}
+    if strategies.is_strategy(name):
+        if options:
+            raise BenchError(f"{name} is a strategy, not an adapter: it takes no method.* options")
+    else:
+        import methods
+
+        try:
+            methods.build(name, **options)  # raises MethodError on an unknown name, option or value
+        except MethodError as exc:
+            close = strategies.close_match(str(name)) if "unknown method" in str(exc) else None
+            if close:
+                raise MethodError(f"unknown method {name!r} (did you mean the strategy {close!r}?)") from None
+            raise
     solver = cfg["solver"]
     if solver["name"] not in SOLVERS:
         raise BenchError(f"unknown solver {solver['name']!r}; solvers: {', '.join(SOLVERS)}")
-    if solver["name"] != "dopri5" and (not isinstance(solver["steps"], int) or solver["steps"] < 1):
+    if solver["name"] != "dopri5" and solver["steps"] < 1:
         raise BenchError(f"solver.steps must be a positive integer, got {solver['steps']!r}")
-    if not isinstance(cfg["seed"], int):
-        raise BenchError(f"seed must be an integer, got {cfg['seed']!r}")
+    for key in ("solver.atol", "solver.rtol", "sampling.batch_size", "classifier.batch_size", "classifier.lr",
+                "generator.task1.batch_size", "generator.adapter.batch_size", "generator.task1.lr",
+                "generator.adapter.lr"):
+        _positive(cfg, key)
+    for key in ("generator.task1.epochs", "generator.adapter.epochs", "classifier.epochs", "generator.task1.ckpt_every",
+                "generator.adapter.ckpt_every", "generator.task1.warmup_steps", "generator.adapter.warmup_steps"):
+        _positive(cfg, key, allow_zero=True)
+    for key in ("sampling.per_class", "train_per_class", "test_per_class", "threads", "generator.task1.max_steps",
+                "generator.adapter.max_steps"):
+        _positive(cfg, key, allow_none=True)
+    if cfg["image_size"] != "auto" and (isinstance(cfg["image_size"], bool) or not isinstance(cfg["image_size"], int)
+                                        or cfg["image_size"] < 4):
+        raise BenchError(f"image_size must be auto or an integer >= 4, got {cfg['image_size']!r}")
     if cfg["device"] not in ("auto", "cpu", "cuda") and not str(cfg["device"]).startswith("cuda:"):
         raise BenchError(f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
     if cfg["fid_extractor"] not in ("auto", "inception", "classifier"):

@@ -1,16 +1,22 @@
 """Datasets as in-memory uint8 tensors, and class-incremental splits ``a-b``.
 
-``fashion_mnist`` reads the Debian package's files offline (``apt-get install
-dataset-fashion-mnist``) or downloads through torchvision; ``digits`` ships with
-scikit-learn; ``cifar10`` / ``cifar100`` download through torchvision into data_root;
-``imagenet100`` is an ImageFolder (train/ and val/) the user points to, resized to 64x64.
+Each dataset is one ``DatasetSpec`` in ``DATASETS`` (name, classes, channels, native
+size, loader, how to get it), so a new dataset is one entry. ``fashion_mnist`` reads the
+Debian package's files offline (``apt-get install dataset-fashion-mnist``) or downloads
+through torchvision; ``digits`` ships with scikit-learn; ``cifar10`` / ``cifar100`` read
+the python pickle batches in data_root (torchvision's layout; downloaded there by
+torchvision when missing); ``imagenet100`` is an ImageFolder (train/ and val/) the user
+points to, resized to 64x64.
 """
 from __future__ import annotations
 
+import difflib
 import gzip
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,14 +43,16 @@ class Dataset:
         return self.train_x.shape[1]
 
 
-DATASETS = {"fashion_mnist": 10, "digits": 10, "cifar10": 10, "cifar100": 100, "imagenet100": 100}
-NATIVE_SIZE = {"fashion_mnist": 28, "digits": 8, "cifar10": 32, "cifar100": 32, "imagenet100": 64}
-CHANNELS = {"fashion_mnist": 1, "digits": 1, "cifar10": 3, "cifar100": 3, "imagenet100": 3}
-
-
 def check_dataset(name: str) -> int:
-    if name not in DATASETS:
-        raise BenchError(f"unknown dataset {name!r}; datasets: {', '.join(DATASETS)}")
+    """The class count of dataset ``name`` (unknown name: one BenchError line)."""
+    return spec(name).num_classes
+
+
+def spec(name: str) -> "DatasetSpec":
+    if not isinstance(name, str) or name not in DATASETS:
+        close = difflib.get_close_matches(str(name), DATASETS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BenchError(f"unknown dataset {name!r}{hint}; datasets: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -117,17 +125,54 @@ def _digits(root: Path) -> tuple:
     return x[idx[:cut]], y[idx[:cut]], x[idx[cut:]], y[idx[cut:]]
 
 
-def _cifar(root: Path, which: str) -> tuple:
-    from torchvision import datasets
+class _ArrayUnpickler(pickle.Unpickler):
+    """Reads CIFAR's python batches (dicts of numpy arrays) and refuses any other global."""
 
-    cls = datasets.CIFAR10 if which == "cifar10" else datasets.CIFAR100
-    try:
-        tr, te = (cls(str(root), train=s, download=True) for s in (True, False))
-    except Exception as exc:  # noqa: BLE001
-        raise BenchError(f"{which} is not in {root} and could not be downloaded ({type(exc).__name__}: "
-                         f"{str(exc)[:80]}); download it with torchvision on a machine with network "
-                         f"access and pass data_root=") from None
-    return (tr.data.transpose(0, 3, 1, 2), np.array(tr.targets), te.data.transpose(0, 3, 1, 2), np.array(te.targets))
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+
+CIFAR_LAYOUT = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+                "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels")}
+
+
+def _read_cifar_batches(folder: Path, names: list[str], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                batch = _ArrayUnpickler(f, encoding="latin1").load()
+            x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(batch[label_key], dtype=np.int64)
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
+            raise BenchError(f"{path} is not a readable CIFAR batch ({type(exc).__name__}: {str(exc)[:80]}); "
+                             f"move it aside and download the dataset again") from None
+        xs.append(x)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _cifar(root: Path, which: str) -> tuple:
+    folder, train, test, label_key = CIFAR_LAYOUT[which]
+    if not all((root / folder / n).exists() for n in train + test):
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if which == "cifar10" else datasets.CIFAR100
+        try:
+            cls(str(root), train=True, download=True)
+        except Exception as exc:  # noqa: BLE001 - any download failure means "not available here"
+            raise BenchError(f"{which} is not in {root} and could not be downloaded ({type(exc).__name__}: "
+                             f"{str(exc)[:80]}); {DATASETS[which].how_to_get}") from None
+    tx, ty = _read_cifar_batches(root / folder, train, label_key)
+    vx, vy = _read_cifar_batches(root / folder, test, label_key)
+    return tx, ty, vx, vy
 
 
 def _imagenet100(root: Path) -> tuple:
@@ -146,6 +191,35 @@ def _imagenet100(root: Path) -> tuple:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: its classes, image format, loader (root -> uint8 NCHW train / test arrays
+    and labels) and how a user gets it; ``default_split`` serves ``datasets=`` on a grid."""
+
+    name: str
+    num_classes: int
+    channels: int
+    native_size: int
+    loader: Callable[[Path], tuple]
+    how_to_get: str
+    default_split: str
+
+
+DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
+    DatasetSpec("fashion_mnist", 10, 1, 28, _fashion_mnist,
+                "on Debian `apt-get install dataset-fashion-mnist`, else data_root= with network access", "2-2"),
+    DatasetSpec("digits", 10, 1, 8, _digits, "ships with scikit-learn", "2-2"),
+    DatasetSpec("cifar10", 10, 3, 32, lambda root: _cifar(root, "cifar10"),
+                "download it with torchvision on a machine with network access and pass data_root= "
+                "(the folder holding cifar-10-batches-py/)", "2-2"),
+    DatasetSpec("cifar100", 100, 3, 32, lambda root: _cifar(root, "cifar100"),
+                "download it with torchvision on a machine with network access and pass data_root= "
+                "(the folder holding cifar-100-python/)", "20-20"),
+    DatasetSpec("imagenet100", 100, 3, 64, _imagenet100,
+                "an ImageFolder with train/ and val/ (100 class folders each) under data_root/imagenet100", "20-20"),
+)}
+
+
 def ensure_available(name: str, data_root: str | Path) -> None:
     """Fail early (one BenchError line) when a dataset is missing; downloads what can be downloaded."""
     if name == "imagenet100":
@@ -158,12 +232,14 @@ def ensure_available(name: str, data_root: str | Path) -> None:
 
 def load(name: str, data_root: str | Path) -> Dataset:
     """Load dataset ``name``; a missing dataset is a BenchError saying how to get it."""
-    n = check_dataset(name)
-    root = Path(data_root).expanduser()
-    loader = {"fashion_mnist": _fashion_mnist, "digits": _digits, "imagenet100": _imagenet100}.get(name)
-    tx, ty, vx, vy = loader(root) if loader else _cifar(root, name)
+    s = spec(name)
+    tx, ty, vx, vy = s.loader(Path(data_root).expanduser())
     t = lambda a, dt: torch.from_numpy(np.array(a, copy=True)).to(dt)  # noqa: E731
-    return Dataset(name, n, t(tx, torch.uint8), t(ty, torch.long), t(vx, torch.uint8), t(vy, torch.long))
+    out = Dataset(name, s.num_classes, t(tx, torch.uint8), t(ty, torch.long), t(vx, torch.uint8), t(vy, torch.long))
+    if out.train_x.shape[1] != s.channels or int(out.train_y.max()) >= s.num_classes:
+        raise BenchError(f"{name} in {data_root} has {out.train_x.shape[1]} channels and labels up to "
+                         f"{int(out.train_y.max())}; expected {s.channels} channels and {s.num_classes} classes")
+    return out
 
 
 # ---- tensors for the models -------------------------------------------------------------------

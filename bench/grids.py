@@ -23,7 +23,6 @@ from .errors import BenchError
 
 GRID_DIR = Path(__file__).parent / "grids"
 AXES = ("data", "layers", "method", "solver", "seed")
-DEFAULT_SPLIT = {10: "2-2", 100: "20-20"}
 
 
 def available() -> list[str]:
@@ -87,7 +86,7 @@ def _data_axis(grid: dict, scale: str, datasets: list[str] | None) -> list[dict]
             if name not in DATASETS:
                 raise BenchError(f"unknown dataset {name!r} in datasets=; datasets: {', '.join(DATASETS)}")
             match = [d for d in data if d["dataset"] == name]
-            chosen += match or [{"dataset": name, "split": DEFAULT_SPLIT.get(DATASETS[name], "2-2")}]
+            chosen += match or [{"dataset": name, "split": DATASETS[name].default_split}]
         data = chosen
     return data
 

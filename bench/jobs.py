@@ -7,8 +7,9 @@ its last checkpoint (finished stages and per-task evaluations are reused as they
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
+import re
 import signal
 import traceback
 from pathlib import Path
@@ -17,19 +18,17 @@ from typing import Any
 import submitit
 
 from . import trainer
-from .protocol import Cell, run_cell, write_json_atomic
+from .errors import BenchError
+from .protocol import Cell, run_cell
+from .record import Record
 
 
 def train_backbone(cfg: dict, artifacts: str) -> dict:
     """Train (or reuse) the task-1 backbone of ``cfg``; returns the training summary."""
     cell = Cell(cfg, artifacts, log=lambda *_: None)
     cell.unet.to(cell.device)
-    d = cell.data
-    import torch
-
-    m = torch.isin(d.train_y, torch.tensor(d.tasks[0]))
-    info = cell.train_generator(1, d.tasks[0], d.train_x[m], d.train_y[m], full=True)
-    return {"backbone": str(cell.paths.backbone), **info}
+    info = cell.train_backbone()
+    return {"backbone": str(cell.paths.backbone), **dataclasses.asdict(info)}
 
 
 def run_cells(cells: list[dict], artifacts: str) -> list[dict]:
@@ -37,9 +36,9 @@ def run_cells(cells: list[dict], artifacts: str) -> list[dict]:
     out = []
     for item in cells:
         record = run_cell(item["config"], artifacts, log=lambda *_: None)
-        record["grid"], record["label"] = item["grid"], item["label"]
-        write_json_atomic(Path(item["record"]), record)
-        out.append({"label": item["label"], "la": record["la"], "aia": record["aia"]})
+        record.grid, record.label = item["grid"], item["label"]
+        record.write(item["record"])
+        out.append({"label": item["label"], "la": record.la, "aia": record.aia})
     return out
 
 
@@ -70,22 +69,29 @@ class StageJob(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
+_EXC_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt|Exit)|Killed)\b(: .*)?$")
+
+
 def describe_failure(exc: BaseException) -> str:
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    """``Type: message`` of the job's own exception (submitit wraps it with a traceback and log paths)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        m = _EXC_LINE.match(line)
+        if m and not line.startswith("submitit."):
+            return line
+    if lines:
+        return f"{type(exc).__name__}: {lines[0]}"
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def read_record(path: Path, expected_config: dict | None = None) -> tuple[str, dict | None]:
+def read_record(path: Path, expected_config: dict | None = None) -> tuple[str, Record | None]:
     """('ok' | 'missing' | 'corrupt: why' | 'stale', record) for the record at ``path``."""
     if not path.exists():
         return "missing", None
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return f"corrupt: {type(exc).__name__}", None
-    for key in ("la", "aia", "accuracy", "config", "ppc", "nfe", "seconds"):
-        if key not in record:
-            return f"corrupt: no field {key!r}", None
-    if expected_config is not None and record["config"] != expected_config:
+        record = Record.load(path)
+    except BenchError as exc:
+        return f"corrupt: {str(exc).split(': ', 1)[-1]}", None
+    if expected_config is not None and record.config != expected_config:
         return "stale", record
     return "ok", record

@@ -9,11 +9,9 @@ seen task. Stage outputs are checkpointed, so a killed cell resumes where it sto
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -21,12 +19,15 @@ from tqdm.auto import tqdm
 import methods
 
 from . import data as data_mod
+from . import strategies
 from .classifier import accuracy_per_task, train_classifier
 from .errors import BenchError
 from .flow import SolverConfig, sample
 from .metrics import average_accuracies, summarize_nfe
+from .record import NFE, CellInfo, Record, Seconds, write_json_atomic
 from .stages import StagePaths
-from .trainer import Schedule, train_flow
+from .strategies.base import GeneratorInfo
+from .trainer import Schedule, atomic_save, train_flow
 from .unet import MODEL_CONFIGS, UNetModel, build_unet
 
 
@@ -42,25 +43,28 @@ def model_for(cfg: dict, dataset: str) -> tuple[UNetModel, int]:
     """The U-Net of this scale for ``dataset`` (built on the current default device), and its image size."""
     size = cfg["image_size"]
     if size == "auto":
-        size = 64 if data_mod.NATIVE_SIZE[dataset] > 32 else 32
+        size = 64 if data_mod.spec(dataset).native_size > 32 else 32
     arch = cfg["model"]
     if arch == "auto":
         arch = "imagenet64" if size == 64 else "cifar10"
     if arch not in MODEL_CONFIGS:
         raise BenchError(f"unknown model {arch!r}; models: {', '.join(MODEL_CONFIGS)}")
-    overrides = {"image_size": size, "in_channels": data_mod.CHANNELS[dataset], "num_classes": data_mod.DATASETS[dataset]}
+    spec = data_mod.spec(dataset)
+    overrides = {"image_size": size, "in_channels": spec.channels, "num_classes": spec.num_classes}
     if arch == "small" and size <= 16:
         overrides["attention_resolutions"] = str(size // 2)
     return build_unet(arch, **overrides), size
 
 
 def dry_build(cfg: dict) -> dict:
-    """Build a cell's backbone and method on the meta device (no memory, no training): its sizes."""
+    """Build a cell's backbone and method on the meta device (no memory, no training): its sizes.
+
+    Checks that need the model (layer ranges, target modules) fail here, before any work."""
     with torch.device("meta"):
         unet, size = model_for(cfg, cfg["dataset"])
         info = {"image_size": size, "backbone_params": sum(p.numel() for p in unet.parameters()), "ppc": 0}
         name = cfg["method"]["name"]
-        if name in methods.available():
+        if strategies.for_method(name).takes_method_options:
             adapter = methods.build(name, **{k: v for k, v in cfg["method"].items() if k != "name"}).attach(unet)
             info["ppc"] = adapter.ppc()
     return info
@@ -102,7 +106,11 @@ def synthesize(model, classes: list[int], counts: dict[int, int], shape: tuple, 
 
 
 class Cell:
-    """One run of the protocol: dataset x split x method x solver x seed at a scale."""
+    """One run of the protocol: dataset x split x method x solver x seed at a scale.
+
+    ``run`` is a loop over tasks that asks the cell's strategy (``bench.strategies``) what
+    to train and what each task's classifier learns from; the stages it offers the
+    strategy (``train_backbone``, ``train_generator``, ``synthesize``) are cached."""
 
     def __init__(self, cfg: dict, artifacts: str | Path | None = None, log=print):
         self.cfg = cfg
@@ -117,80 +125,68 @@ class Cell:
         self.paths = StagePaths(cfg, artifacts or cfg.get("workdir") or "results/artifacts")
         self.progress = bool(cfg.get("progress", True))
         self.solver = SolverConfig.from_dict(cfg["solver"])
-        self.adapter: methods.Adapter | None = None
+        self.strategy = strategies.for_method(self.method_name)(self)
 
-    # ---- stages -------------------------------------------------------------------------
-    def train_generator(self, task: int, classes: list[int], x: torch.Tensor, y: torch.Tensor, full: bool) -> dict:
-        """Train the whole U-Net (``full``) or the adapter's current classes; returns timing info."""
-        schedule = Schedule.from_dict(self.cfg["generator"]["task1" if (full and task == 1) else "adapter"])
-        if full and task > 1:
-            schedule.lr = self.cfg["generator"]["task1"]["lr"]
-        if full:
-            for p in self.unet.parameters():
-                p.requires_grad_(True)
-            params, model, module = list(self.unet.parameters()), self.unet, self.unet
-        else:
-            params, model, module = self.adapter.trainable_parameters(), self.adapter, self.adapter
-        # The multitask generator sees every class: it is keyed by the method, never shared as a backbone.
-        ckpt = (self.paths.generator(0) if self.method_name == "multitask_generator"
-                else self.paths.backbone if task == 1 else self.paths.generator(task))
+    # ---- stages offered to the strategies -----------------------------------------------
+    def schedule(self, which: str) -> Schedule:
+        """The ``task1`` or ``adapter`` schedule of this cell's config (a fresh copy)."""
+        return Schedule.from_dict(self.cfg["generator"][which])
+
+    def task_data(self, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real training images and labels of ``classes`` (model space)."""
+        m = _mask(self.data.train_y, classes)
+        return self.data.train_x[m], self.data.train_y[m]
+
+    def unfreeze_backbone(self) -> list[torch.nn.Parameter]:
+        for p in self.unet.parameters():
+            p.requires_grad_(True)
+        return list(self.unet.parameters())
+
+    def train_backbone(self) -> GeneratorInfo:
+        """The shared task-1 backbone: the whole U-Net on D_1 (cached for every method)."""
+        x, y = self.task_data(self.data.tasks[0])
+        return self.train_generator(1, x, y, self.unfreeze_backbone(), self.unet, self.paths.backbone,
+                                    self.schedule("task1"))
+
+    def train_generator(self, task: int, x: torch.Tensor, y: torch.Tensor, params: list, model: torch.nn.Module,
+                        ckpt: Path, schedule: Schedule) -> GeneratorInfo:
+        """Train ``params`` of ``model`` on (x, y) with the CFM loss, checkpointed at ``ckpt``."""
         if not params:  # nothing to train (cannot happen for the registered methods)
-            return {"seconds": 0.0, "steps": 0, "trainable": 0}
+            return GeneratorInfo()
         res = train_flow(model, params, x, y, schedule, seed=self.cfg["seed"] * 1000 + task, device=self.device,
-                         ckpt=ckpt, progress=self.progress, desc=f"task {task} generator", module=module)
-        module.eval()
-        return {"seconds": res.seconds, "steps": res.steps, "trainable": sum(p.numel() for p in params),
-                "loss": res.loss, "resumed_from": res.resumed_from}
+                         ckpt=ckpt, progress=self.progress, desc=f"task {task} generator", module=model)
+        model.eval()
+        return GeneratorInfo(res.seconds, res.steps, sum(p.numel() for p in params), res.loss, res.resumed_from)
 
     def counts(self, classes: list[int]) -> dict[int, int]:
         per_class = self.cfg["sampling"]["per_class"]
         return {c: per_class or int((self.data.train_y == c).sum()) for c in classes}
 
+    def synthesize(self, model, classes: list[int], seed: int):
+        """A synthetic set of ``classes`` from ``model`` (counts of the sampling config)."""
+        return synthesize(model, classes, self.counts(classes), self.data.train_x.shape[1:], self.solver,
+                          self.cfg["sampling"]["batch_size"], seed, self.device, self.progress)
+
     # ---- the protocol ---------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        cfg, d = self.cfg, self.data
+    def run(self) -> Record:
+        d, strategy = self.data, self.strategy
         self.unet.to(self.device)
         T = len(d.tasks)
         acc: list[list[float | None]] = []
         seconds = {"generator": [], "sampling": [], "classifier": []}
         nfe, trainable = [], []
-        name = self.method_name
-        strategy = name in ("multitask_classifier", "multitask_generator", "replay", "finetune")
-        if name == "multitask_generator":
-            all_classes = [c for t in d.tasks for c in t]
-            m = _mask(d.train_y, all_classes)
-            info = self.train_generator(1, all_classes, d.train_x[m], d.train_y[m], full=True)
+        strategy.start()
         for t, classes in enumerate(d.tasks, start=1):
             seen = [c for task in d.tasks[:t] for c in task]
-            cached = self.paths.evaluation(t, real_first_task=name != "multitask_generator")
-            gen = {"seconds": 0.0, "trainable": 0}
-            m = _mask(d.train_y, classes)
-            if name == "multitask_generator":
-                gen = info if t == 1 else gen
-            elif name != "multitask_classifier":
-                if t == 1:
-                    gen = self.train_generator(1, classes, d.train_x[m], d.train_y[m], full=True)
-                    if not strategy:
-                        self.adapter = methods.build(name, **self.options).attach(self.unet)
-                elif strategy:
-                    x, y = d.train_x[m], d.train_y[m]
-                    if name == "replay":
-                        old = [c for task in d.tasks[:t - 1] for c in task]
-                        rx, ry, _, _ = synthesize(self.unet, old, self.counts(old), x.shape[1:], self.solver,
-                                                  cfg["sampling"]["batch_size"], cfg["seed"] * 7919 + t,
-                                                  self.device, self.progress)
-                        x, y = torch.cat([x, rx]), torch.cat([y, ry])
-                    gen = self.train_generator(t, classes, x, y, full=True)
-                else:
-                    self.adapter.add_classes(classes)
-                    gen = self.train_generator(t, classes, d.train_x[m], d.train_y[m], full=False)
-                    self.adapter.set_trainable([])
-            seconds["generator"].append(gen["seconds"])
-            trainable.append(gen["trainable"])
+            gen = strategy.train(t, classes)
+            seconds["generator"].append(gen.seconds)
+            trainable.append(gen.trainable)
+            source = strategy.classifier_data(t)
+            cached = self.paths.evaluation(t, shared_first_task=(t == 1 and source == "real"))
             if cached.exists():
                 row = json.loads(cached.read_text())
             else:
-                row = self.evaluate(t, seen)
+                row = self.evaluate(t, seen, source)
                 write_json_atomic(cached, row)
             seconds["sampling"].append(row["sampling_seconds"])
             seconds["classifier"].append(row["classifier_seconds"])
@@ -201,26 +197,22 @@ class Cell:
                      f"Abar_{t} = {sum(row['accuracy']) / t:.2f}")
         return self.record(acc, seconds, nfe, trainable, row.get("quality"))
 
-    def evaluate(self, t: int, seen: list[int]) -> dict:
+    def evaluate(self, t: int, seen: list[int], source: str) -> dict:
+        """Task t's classifier, trained on ``source`` data (``real`` or ``synthetic``), on the real test set."""
         cfg, d = self.cfg, self.data
-        use_real = self.method_name == "multitask_classifier" or (t == 1 and self.method_name != "multitask_generator")
         nfes, sampling_seconds = [], 0.0
-        if use_real:
-            m = _mask(d.train_y, seen)
-            x, y = d.train_x[m], d.train_y[m]
+        if source == "real":
+            x, y = self.task_data(seen)
         else:
-            model = self.adapter if self.adapter is not None else self.unet
-            x, y, nfes, sampling_seconds = synthesize(model, seen, self.counts(seen), d.train_x.shape[1:], self.solver,
-                                                      cfg["sampling"]["batch_size"], cfg["seed"] * 7919 + 100 + t,
-                                                      self.device, self.progress)
+            x, y, nfes, sampling_seconds = self.synthesize(self.strategy.sampler(), seen,
+                                                           seed=cfg["seed"] * 7919 + 100 + t)
         net, secs = train_classifier(x, y, seen, cfg["classifier"], cfg["seed"] * 1000 + 500 + t, self.device,
                                      self.progress, desc=f"task {t} classifier")
         m = _mask(d.test_y, seen)
         accs = accuracy_per_task(net, d.test_x[m], d.test_y[m], d.tasks[:t], self.device)
         row = {"accuracy": accs, "nfe": summarize_nfe(nfes, self.solver.name),
-               "sampling_seconds": sampling_seconds, "classifier_seconds": secs,
-               "classifier_data": "real" if use_real else "synthetic"}
-        if cfg["fid"] and t == len(d.tasks) and not use_real:
+               "sampling_seconds": sampling_seconds, "classifier_seconds": secs, "classifier_data": source}
+        if cfg["fid"] and t == len(d.tasks) and source != "real":
             row["quality"] = self.quality(x, d.test_x[m])
         return row
 
@@ -232,14 +224,12 @@ class Cell:
         classes = list(range(self.dataset.num_classes))
         if path.exists():
             net = build_resnet18(d.train_x.shape[1], len(classes))
-            net.load_state_dict(torch.load(path, map_location="cpu"))
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             net.classes = classes
             return net.to(self.device).eval()
         net, _ = train_classifier(d.train_x, d.train_y, classes, self.cfg["classifier"], self.cfg["seed"] * 1000 + 999,
                                   self.device, self.progress, desc="FID feature network")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(net.state_dict(), path.with_suffix(".tmp"))
-        os.replace(path.with_suffix(".tmp"), path)
+        atomic_save(net.state_dict(), path)
         return net
 
     def quality(self, fake: torch.Tensor, real: torch.Tensor) -> dict:
@@ -251,27 +241,22 @@ class Cell:
         q = image_quality(fake, real, extractor, net, self.device)
         return {**q, "seconds": time.perf_counter() - t0, "n_fake": len(fake), "n_real": len(real)}
 
-    def record(self, acc, seconds, nfe, trainable, quality=None) -> dict[str, Any]:
+    def record(self, acc, seconds, nfe, trainable, quality=None) -> Record:
         la, aia, abar = average_accuracies(acc)
-        adapter = self.adapter
-        return {
-            "schema": 1,
-            "cell": {"dataset": self.cfg["dataset"], "split": self.cfg["split"], "method": self.method_name,
-                     "method_options": self.options, "scale": self.cfg["scale"], "seed": self.cfg["seed"],
-                     "solver": self.cfg["solver"]},
-            "tasks": self.data.tasks,
-            "accuracy": acc, "avg_accuracy": abar, "la": la, "aia": aia,
-            "ppc": adapter.ppc() if adapter is not None else 0,
-            "embedding_params_per_class": adapter.embedding_params_per_class() if adapter is not None else 0,
-            "trainable_per_task": trainable,
-            "analysis": adapter_analysis(adapter) if adapter is not None else None,
-            "nfe": nfe,
-            "quality": quality,
-            "seconds": {**seconds, "total": sum(sum(v) for v in seconds.values())},
-            "device": str(self.device), "torch": torch.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config": self.cfg,
-        }
+        adapter = self.strategy.adapter
+        cfg = self.cfg
+        return Record(
+            cell=CellInfo(cfg["dataset"], cfg["split"], self.method_name, self.options, cfg["scale"], cfg["seed"],
+                          cfg["solver"]),
+            tasks=self.data.tasks, accuracy=acc, avg_accuracy=abar, la=la, aia=aia,
+            ppc=adapter.ppc() if adapter is not None else 0,
+            embedding_params_per_class=adapter.embedding_params_per_class() if adapter is not None else 0,
+            trainable_per_task=trainable,
+            analysis=adapter_analysis(adapter) if adapter is not None else None,
+            nfe=[NFE(**n) for n in nfe], quality=quality,
+            seconds=Seconds(**seconds, total=sum(sum(v) for v in seconds.values())),
+            device=str(self.device), torch=torch.__version__,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), config=cfg)
 
 
 def adapter_analysis(adapter: methods.Adapter) -> dict[str, list[dict]]:
@@ -282,15 +267,7 @@ def adapter_analysis(adapter: methods.Adapter) -> dict[str, list[dict]]:
             "function_parameters": analysis.function_parameters(adapter)}
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
-
-
-def run_cell(cfg: dict, artifacts: str | Path | None = None, log=print) -> dict[str, Any]:
+def run_cell(cfg: dict, artifacts: str | Path | None = None, log=print) -> Record:
     """Run one cell end to end and return its record."""
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))

@@ -34,22 +34,24 @@ def default_out(cfg: dict) -> Path:
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         import methods
-        from .strategies import STRATEGIES
 
-        print(HELP + "Methods: " + ", ".join(methods.available()) + "\nStrategies: " + ", ".join(STRATEGIES))
+        from . import strategies
+
+        print(HELP + "Methods: " + ", ".join(methods.available()) + "\nStrategies: " + ", ".join(strategies.available()))
         return 0
     cfg = config_mod.resolve(argv)
     from .data import check_dataset, parse_split
-    from .protocol import run_cell, write_json_atomic
+    from .protocol import dry_build, run_cell
 
     parse_split(cfg["split"], check_dataset(cfg["dataset"]))
+    dry_build(cfg)  # layer ranges and targets are checked on the meta device, before any work
     out = Path(cfg["out"]) if cfg["out"] else default_out(cfg)
     if out.exists() and out.is_dir():
         raise BenchError(f"out={out} is a directory; give a file path for the JSON record")
     record = run_cell(cfg)
-    write_json_atomic(out, record)
-    print(f"LA = {record['la']:.2f}  AIA = {record['aia']:.2f}  PPC = {record['ppc']}  "
-          f"time = {record['seconds']['total']:.0f} s")
+    record.write(out)
+    print(f"LA = {record.la:.2f}  AIA = {record.aia:.2f}  PPC = {record.ppc}  "
+          f"time = {record.seconds.total:.0f} s")
     print(f"record: {out}")
     return 0
 

@@ -24,9 +24,10 @@ def backbone_key(cfg: dict) -> str:
 
 def generator_key(cfg: dict) -> str:
     """Key of the generators of tasks > 1: the backbone plus method and its schedule (not the solver)."""
-    extra = {"method": cfg["method"], "schedule": cfg["generator"]["adapter"]}
-    if cfg["method"]["name"] in ("replay", "finetune", "multitask_generator"):
-        extra["sampling"] = cfg["sampling"]
+    from . import strategies
+
+    extra = {"method": cfg["method"], "schedule": cfg["generator"]["adapter"],
+             **strategies.for_method(cfg["method"]["name"]).stage_keys(cfg)}
     return key_of({"backbone": backbone_key(cfg), **extra})
 
 
@@ -62,7 +63,8 @@ class StagePaths:
     def generator(self, task: int) -> Path:
         return self.generators / f"task{task}.pt"
 
-    def evaluation(self, task: int, real_first_task: bool = False) -> Path:
-        if task == 1 and real_first_task:
+    def evaluation(self, task: int, shared_first_task: bool = False) -> Path:
+        """Task ``task``'s evaluation; the real-data task-1 evaluation is shared by every method."""
+        if task == 1 and shared_first_task:
             return self.first_task
         return self.evaluations / f"task{task}.json"

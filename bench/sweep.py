@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from . import grids
+from . import grids, strategies
 from .config import parse_overrides
 from .data import ensure_available
 from .errors import BenchError, cli
@@ -35,7 +35,6 @@ SWEEP_KEYS = {"grid": None, "executor": "local", "jobs": 1, "slurm": None, "stor
               "dry_run": False, "seeds": None, "datasets": None, "timeout_min": 24 * 60}
 EXECUTORS = ("local", "slurm", "debug")
 SLURM_DIR = Path(__file__).resolve().parents[1] / "slurm"
-NEEDS_BACKBONE = {"multitask_classifier": False, "multitask_generator": False}
 
 
 def load_profile(name: str | None) -> dict[str, Any]:
@@ -95,7 +94,7 @@ class Plan:
         self.backbones: OrderedDict[str, dict] = OrderedDict()
         self.groups: OrderedDict[str, list] = OrderedDict()
         for c in self.todo:
-            if NEEDS_BACKBONE.get(c.config["method"]["name"], True):
+            if strategies.for_method(c.config["method"]["name"]).needs_backbone:
                 key = backbone_key(c.config)
                 if key not in self.backbones and not done_marker(StagePaths(c.config, self.artifacts).backbone).exists():
                     self.backbones[key] = c.config
@@ -111,13 +110,14 @@ class Plan:
         for c in self.cells:
             st = self.status[c.label]
             bk, gk = backbone_key(c.config), generator_key(c.config)
-            if not NEEDS_BACKBONE.get(c.config["method"]["name"], True):
+            strategy = strategies.for_method(c.config["method"]["name"])
+            if not strategy.needs_backbone:
                 bb = "no backbone"
             elif bk in self.backbones and bk not in trained_bb:
                 bb, _ = f"backbone {bk} train", trained_bb.add(bk)
             else:
                 bb = f"backbone {bk} reuse"
-            if c.config["method"]["name"] == "multitask_classifier":
+            if not strategy.has_generator:
                 gen = "no generator (classifier on real data)"
             elif st == "ok":
                 gen = f"generators {gk} done"

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -25,8 +25,10 @@ from .flow import cfm_loss
 
 @dataclass
 class Schedule:
+    """A generator stage's schedule: Adam, linear warm-up, clipping, EMA from a start epoch."""
+
     epochs: int = 1
-    max_steps: int | None = None
+    max_steps: Optional[int] = None
     lr: float = 2e-4
     batch_size: int = 128
     warmup_steps: int = 1000

@@ -2,16 +2,28 @@
 
 Every method is an :class:`methods.base.Adapter`: per-class parameters on a frozen
 backbone, mixed-label batches, exact parameters per class, save / load of one class.
+
+Methods come from three places: the modules of this package (``@register``), installed
+packages that declare an entry point in group ``funlora_bench.methods``
+(``plugin_example = my_package:MyAdapter``), and ``package.module:ClassName`` given as
+the method name on the command line or in a grid.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
+from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from .base import Adapter
+from .base import Adapter, AdapterOptions
 from .targets import MethodError, parse_layers
 
+ENTRY_POINT_GROUP = "funlora_bench.methods"
+
 _REGISTRY: dict[str, type[Adapter]] = {}
+_PLUGINS: dict[str, Any] = {}          # entry-point name -> entry point, loaded on first use
+_PLUGIN_ERRORS: dict[str, str] = {}
+_scanned = False
 
 
 def register(name: str) -> Callable[[type[Adapter]], type[Adapter]]:
@@ -27,17 +39,82 @@ def register(name: str) -> Callable[[type[Adapter]], type[Adapter]]:
     return deco
 
 
+def _scan_entry_points() -> None:
+    global _scanned
+    if _scanned:
+        return
+    _scanned = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            _PLUGINS.setdefault(ep.name, ep)
+
+
+def _check_class(obj: Any, where: str) -> type[Adapter]:
+    if not (isinstance(obj, type) and issubclass(obj, Adapter)):
+        raise MethodError(f"{where} is not a subclass of methods.base.Adapter")
+    return obj
+
+
+def _load_plugin(name: str) -> type[Adapter]:
+    if name in _PLUGIN_ERRORS:
+        raise MethodError(_PLUGIN_ERRORS[name])
+    ep = _PLUGINS[name]
+    try:
+        cls = _check_class(ep.load(), f"entry point {name!r} ({ep.value})")
+    except MethodError as exc:
+        _PLUGIN_ERRORS[name] = str(exc)
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken plugin is one clear line, not a traceback
+        _PLUGIN_ERRORS[name] = f"method plugin {name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+        raise MethodError(_PLUGIN_ERRORS[name]) from None
+    cls.name = name
+    _REGISTRY[name] = cls
+    del _PLUGINS[name]
+    return cls
+
+
+def _from_path(spec: str) -> type[Adapter]:
+    """``package.module:ClassName`` -> the class (named by ``spec`` unless registered)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise MethodError(f"cannot read method {spec!r}: use package.module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MethodError(f"method {spec!r}: cannot import {module_name!r} ({exc})") from None
+    if not hasattr(module, attr):
+        raise MethodError(f"method {spec!r}: module {module_name!r} has no {attr!r}")
+    cls = _check_class(getattr(module, attr), f"method {spec!r}")
+    if not cls.name or _REGISTRY.get(cls.name) is not cls:
+        cls.name = spec
+    return cls
+
+
 def available() -> list[str]:
-    """Names of every registered adapter method, sorted."""
-    return sorted(_REGISTRY)
+    """Names of every registered adapter method (built-in and installed plugins), sorted."""
+    _scan_entry_points()
+    return sorted(set(_REGISTRY) | set(_PLUGINS))
 
 
 def get(name: str) -> type[Adapter]:
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise MethodError(f"unknown method {name!r}{hint}; available: {', '.join(available())}")
-    return _REGISTRY[name]
+    """The class of method ``name`` (a registered name, a plugin, or ``module:Class``)."""
+    if not isinstance(name, str):
+        raise MethodError(f"method must be a name, got {name!r}")
+    if ":" in name:
+        return _from_path(name)
+    _scan_entry_points()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _PLUGINS or name in _PLUGIN_ERRORS:
+        return _load_plugin(name)
+    close = difflib.get_close_matches(name, available(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise MethodError(f"unknown method {name!r}{hint}; available: {', '.join(available())}")
+
+
+def is_method(name: Any) -> bool:
+    """Whether ``name`` names an adapter method (without importing ``module:Class`` paths)."""
+    return isinstance(name, str) and (":" in name or name in available())
 
 
 def build(name: str, **options: Any) -> Adapter:
@@ -48,4 +125,5 @@ def build(name: str, **options: Any) -> Adapter:
 # Importing the method modules registers them.
 from . import vanilla, funlora, peft_baselines  # noqa: E402,F401
 
-__all__ = ["Adapter", "MethodError", "available", "build", "get", "register", "parse_layers"]
+__all__ = ["Adapter", "AdapterOptions", "MethodError", "available", "build", "get", "register", "parse_layers",
+           "is_method", "ENTRY_POINT_GROUP"]

@@ -5,19 +5,31 @@ An ``Adapter`` wraps the backbone's target layers, allocates parameters for new 
 mixed-label batches: every sample uses its own class's adapted layers. Classes without
 an adapter (those of the first task) use the frozen backbone as it is.
 
-Two ways to run a layer, picked by the subclass:
-- weight form (``adapted_weight``): W'_y per class; samples are grouped by label, one
-  convolution per class present in the batch (a loop over classes, never samples);
-- feature form (``feature_forward``): per-sample vectors gathered from a table by label,
-  applied to the layer's input or output in one batched call.
+Override points (everything else is shared; see ``docs/adding-a-method.md``):
+
+============================  ==========================================================
+``Options``                   a dataclass of the method's options (subclass
+                              ``AdapterOptions``); ``Options.validate`` checks values
+``target`` / ``select_targets``  which layers are wrapped: ``"conv2d"`` (the paper's
+                              Conv2d indices, option ``layers``), ``"attention"``, ``"none"``
+``new_layer_params``          one class's initial parameters for one layer (identity)
+``adapted_weight``            weight form: W'_y of one class and layer; samples are
+                              grouped by label, one convolution per class present
+``feature_forward``           feature form (set ``form = "feature"``): the layer's output
+                              for a whole mixed batch, from per-sample vectors gathered by
+                              label (``per_sample_table``), in one batched call
+============================  ==========================================================
+
+The shortcut "every sample of the batch belongs to a frozen-backbone class -> run the
+base layer" lives in ``layer_forward`` only; overrides never see such a batch.
 """
 from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +38,50 @@ from torch import nn
 from .targets import MethodError, select_conv2d, set_submodule
 
 
-import os
+@dataclass
+class AdapterOptions:
+    """Options every method has. ``layers``: Conv2d index ranges (``40-54``) or ``auto``
+    (the backbone's ``adapter_layers``); ``target_modules``: module names instead of
+    indices; ``train_embedding``: train the new classes' label-embedding rows;
+    ``grouped_conv``: run a mixed batch's classes as one grouped convolution (weight form)."""
 
-GROUPED_CONV = os.environ.get("FUNLORA_GROUPED_CONV", "0") == "1"
+    layers: Any = "auto"
+    target_modules: Optional[list[str]] = None
+    train_embedding: bool = True
+    grouped_conv: bool = False
+
+    def validate(self) -> None:
+        """Check values; raise MethodError with one clear line (subclasses call super)."""
+
+
+def positive_int(options: Any, name: str) -> None:
+    value = getattr(options, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MethodError(f"method.{name} must be a positive integer, got {value!r}")
+
+
+def build_options(cls: type[AdapterOptions], method: str, options: dict[str, Any]) -> AdapterOptions:
+    """Typed options of ``method``: unknown names get a close match, wrong types one line."""
+    import difflib
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    names = [f.name for f in fields(cls)]
+    for key in options:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise MethodError(f"method {method!r} has no option {key!r}{hint}; its options: {', '.join(sorted(names))}")
+    try:
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), options))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        value = options.get(str(key).split(".")[0], "?")
+        raise MethodError(f"method.{key}={value!r} has the wrong type for method {method!r}: "
+                          f"{str(exc).splitlines()[0]}") from None
+    typed.validate()
+    return typed
 
 
 @dataclass
@@ -109,31 +162,24 @@ class ClassParams(nn.Module):
 
 
 class Adapter(nn.Module):
-    """Base class of every method in ``methods/``; see the module docstring."""
+    """Base class of every method in ``methods/``; the module docstring lists its override points."""
 
     name: ClassVar[str] = ""
-    # option -> default; subclasses extend. ``layers`` is a Conv2d index range or "auto"
-    # (the backbone config's ``adapter_layers``, 40-54 on the paper's CIFAR10 U-Net).
-    defaults: ClassVar[dict[str, Any]] = {"layers": "auto", "target_modules": None, "train_embedding": True}
-    target: ClassVar[str] = "conv2d"   # "conv2d", "attention" or "none"
+    title: ClassVar[str] = ""            # the report's row name (the paper's, where it has one)
+    Options: ClassVar[type[AdapterOptions]] = AdapterOptions
+    target: ClassVar[str] = "conv2d"     # "conv2d", "attention" or "none"
+    form: ClassVar[str] = "weight"       # "weight" (adapted_weight) or "feature" (feature_forward)
 
     def __init__(self, **options: Any):
         super().__init__()
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise MethodError(f"method {self.name!r} has no option {unknown[0]!r}; "
-                              f"its options: {', '.join(sorted(self.defaults))}")
-        self.options = {**self.defaults, **options}
-        self.validate_options()
+        self.config = build_options(self.Options, self.name or type(self).__name__, options)
+        self.options: dict[str, Any] = asdict(self.config)
         self.backbone: nn.Module | None = None
         self.layer_info: dict[str, dict[str, Any]] = {}
         self.class_params = nn.ModuleDict()
         self._plan: BatchPlan | None = None
 
     # ---- options and attachment -------------------------------------------------
-    def validate_options(self) -> None:
-        """Check option values; subclasses raise MethodError with one clear line."""
-
     def attach(self, backbone: nn.Module) -> "Adapter":
         """Freeze ``backbone`` and wrap its target layers; returns self (call it once)."""
         if self.backbone is not None:
@@ -219,19 +265,30 @@ class Adapter(nn.Module):
             return self.backbone(t, x, y)
 
     def layer_forward(self, key: str, base: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Every wrapped layer's forward: the frozen-batch shortcut, then the method's form."""
         plan = self._plan
         if plan is None:
             raise RuntimeError("adapted layers run only inside Adapter.forward / Adapter.batch(labels)")
         single, cls = plan.single
         if single and cls is None:
             return base(x)
+        if self.uses_feature_form():
+            return self.feature_forward(key, base, x, plan)
         return self.grouped_forward(key, base, x, plan)
+
+    def uses_feature_form(self) -> bool:
+        """Whether ``feature_forward`` runs this method's layers (``form`` by default)."""
+        return self.form == "feature"
+
+    def feature_forward(self, key: str, base: nn.Module, x: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
+        """Feature form: the output of layer ``key`` for a batch holding at least one adapted class."""
+        raise NotImplementedError(f"method {self.name!r} declares form='feature' but has no feature_forward")
 
     def grouped_forward(self, key: str, base: nn.Module, x: torch.Tensor, plan: BatchPlan) -> torch.Tensor:
         """Weight form: one call of the layer per class present in the batch."""
         if len(plan.groups) == 1:
             return self._call_with_weight(key, base, x, plan.groups[0][0])
-        if GROUPED_CONV and isinstance(base, nn.Conv2d) and base.groups == 1:
+        if self.options["grouped_conv"] and isinstance(base, nn.Conv2d) and base.groups == 1:
             return self._grouped_conv(key, base, x, plan)
         outs, order = [], []
         for cls, idx in plan.groups:

@@ -17,11 +17,12 @@ rounds to exactly 1. A new class therefore starts from the frozen model's output
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from . import register
-from .base import Adapter
+from .base import Adapter, AdapterOptions, positive_int
 from .targets import MethodError
 
 FUNCTIONS = ("cosine", "power", "rshift")
@@ -39,21 +40,52 @@ def exact_inverse(c: float) -> float:
     raise ArithmeticError(f"no float32 inverse of {c}")  # pragma: no cover - cannot happen for c in (0.5, 1]
 
 
+@dataclass
+class FunLoRAOptions(AdapterOptions):
+    """``function`` f_j (cosine, power, rshift), ``K`` functions, ``learn`` omega / p,
+    ``ratio`` rho: B and A hold c_out/rho and c_in/rho values (Table IV)."""
+
+    function: str = "cosine"
+    K: int = 10
+    learn: bool = True
+    ratio: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.function not in FUNCTIONS:
+            raise MethodError(f"method.function must be one of {', '.join(FUNCTIONS)}, got {self.function!r}")
+        positive_int(self, "K")
+        positive_int(self, "ratio")
+        if self.function == "rshift" and self.learn:
+            raise MethodError("rshift has no learnable function parameter: use method.learn=false")
+
+
+@dataclass
+class CosineFixedOptions(FunLoRAOptions):
+    learn: bool = False
+
+
+@dataclass
+class PowerOptions(FunLoRAOptions):
+    function: str = "power"
+    learn: bool = False
+
+
+@dataclass
+class PowerLearnedOptions(FunLoRAOptions):
+    function: str = "power"
+
+
+@dataclass
+class RShiftOptions(FunLoRAOptions):
+    function: str = "rshift"
+    learn: bool = False
+
+
 class FunLoRA(Adapter):
     """The functional rank-1 adapter; registered variants fix ``function`` and ``learn``."""
 
-    defaults = {**Adapter.defaults, "function": "cosine", "K": 10, "learn": True, "ratio": 1}
-
-    def validate_options(self) -> None:
-        o = self.options
-        if o["function"] not in FUNCTIONS:
-            raise MethodError(f"method.function must be one of {', '.join(FUNCTIONS)}, got {o['function']!r}")
-        if not isinstance(o["K"], int) or o["K"] < 1:
-            raise MethodError(f"method.K must be a positive integer, got {o['K']!r}")
-        if not isinstance(o["ratio"], int) or o["ratio"] < 1:
-            raise MethodError(f"method.ratio must be a positive integer, got {o['ratio']!r}")
-        if o["function"] == "rshift" and o["learn"]:
-            raise MethodError("rshift has no learnable function parameter: use method.learn=false")
+    Options = FunLoRAOptions
 
     # -- parameters ---------------------------------------------------------------------
     def _init_gamma(self) -> torch.Tensor:
@@ -108,22 +140,28 @@ class FunLoRA(Adapter):
 class FunLoRACosine(FunLoRA):
     """The paper's default: cosine, K = 10, learned omega."""
 
+    title = "FunLoRA"
+
 
 @register("funlora_cosine_fixed")
 class FunLoRACosineFixed(FunLoRA):
-    defaults = {**FunLoRA.defaults, "learn": False}
+    title = "FunLoRA cosine (fixed omega)"
+    Options = CosineFixedOptions
 
 
 @register("funlora_power")
 class FunLoRAPower(FunLoRA):
-    defaults = {**FunLoRA.defaults, "function": "power", "learn": False}
+    title = "FunLoRA power"
+    Options = PowerOptions
 
 
 @register("funlora_power_learned")
 class FunLoRAPowerLearned(FunLoRA):
-    defaults = {**FunLoRA.defaults, "function": "power", "learn": True}
+    title = "FunLoRA power (learned p)"
+    Options = PowerLearnedOptions
 
 
 @register("funlora_rshift")
 class FunLoRARShift(FunLoRA):
-    defaults = {**FunLoRA.defaults, "function": "rshift", "learn": False}
+    title = "FunLoRA rshift"
+    Options = RShiftOptions

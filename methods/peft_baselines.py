@@ -13,27 +13,45 @@ by label and run one batched call per layer; the conv LoRAs group samples by cla
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
 
 from . import register
-from .base import Adapter, per_sample_table
-from .targets import MethodError, attention_blocks
+from .base import Adapter, AdapterOptions, per_sample_table, positive_int
+from .targets import attention_blocks
+
+
+@dataclass
+class LoRAOptions(AdapterOptions):
+    """``rank`` r and ``alpha`` (scaling alpha / r; none: 1)."""
+
+    rank: int = 2
+    alpha: Optional[float] = None
+
+    def validate(self) -> None:
+        super().validate()
+        positive_int(self, "rank")
+
+
+@dataclass
+class LoRAConvOptions(LoRAOptions):
+    rank: int = 1
 
 
 @register("scale_shift")
 class ScaleShift(Adapter):
     """x' = gamma_y * x + beta_y on the conv input; gamma = 1, beta = 0 at init (exact identity)."""
 
+    title = "Scale and shift (Conv2d)"
+    form = "feature"
+
     def new_layer_params(self, key, module):
         return {"gamma": torch.ones(module.in_channels), "beta": torch.zeros(module.in_channels)}
 
-    def layer_forward(self, key, base, x):
-        plan = self._plan
-        single, cls = plan.single
-        if single and cls is None:
-            return base(x)
+    def feature_forward(self, key, base, x, plan):
         c = base.in_channels
         g = per_sample_table(self, plan, key, "gamma", torch.ones(c, device=x.device))
         b = per_sample_table(self, plan, key, "beta", torch.zeros(c, device=x.device))
@@ -42,11 +60,7 @@ class ScaleShift(Adapter):
 
 
 class _RankOption(Adapter):
-    defaults = {**Adapter.defaults, "rank": 2, "alpha": None}
-
-    def validate_options(self) -> None:
-        if not isinstance(self.options["rank"], int) or self.options["rank"] < 1:
-            raise MethodError(f"method.rank must be a positive integer, got {self.options['rank']!r}")
+    Options = LoRAOptions
 
     @property
     def scaling(self) -> float:
@@ -58,7 +72,9 @@ class _RankOption(Adapter):
 class LoRAAttention(_RankOption):
     """h = W x + s B_y A_y x on qkv and proj_out of every attention block; B = 0 at init."""
 
+    title = "LoRA attention layers"
     target = "attention"
+    form = "feature"
 
     def select_targets(self, backbone):
         for i, (name, block) in enumerate(attention_blocks(backbone)):
@@ -74,12 +90,8 @@ class LoRAAttention(_RankOption):
         nn.init.kaiming_uniform_(a, a=math.sqrt(5))
         return {"A": a, "B": torch.zeros(module.out_channels, r)}
 
-    def layer_forward(self, key, base, x):
-        plan = self._plan
-        single, cls = plan.single
+    def feature_forward(self, key, base, x, plan):
         out = base(x)
-        if single and cls is None:
-            return out
         r = self.options["rank"]
         a = per_sample_table(self, plan, key, "A", torch.zeros(r, base.in_channels, device=x.device))
         b = per_sample_table(self, plan, key, "B", torch.zeros(base.out_channels, r, device=x.device))
@@ -90,7 +102,8 @@ class LoRAAttention(_RankOption):
 class LoRAConvV1(_RankOption):
     """loralib Conv2d: W' = W + s reshape(B A); A kaiming, B zeros; rank 1 by default."""
 
-    defaults = {**_RankOption.defaults, "rank": 1}
+    title = "LoRA Conv2d v1"
+    Options = LoRAConvOptions
 
     def new_layer_params(self, key, module):
         r, k = self.options["rank"], module.kernel_size[0]
@@ -105,6 +118,8 @@ class LoRAConvV1(_RankOption):
 @register("lora_conv_v2")
 class LoRAConvV2(Adapter):
     """AdAM kernel modulation: W' = W * (1 + reshape(v u^T)); v = 0, u ~ N(0, 1e-2) at init."""
+
+    title = "LoRA Conv2d v2"
 
     def new_layer_params(self, key, module):
         k = module.kernel_size[0]

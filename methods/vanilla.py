@@ -6,30 +6,53 @@ broadcast over the k x k kernel.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import register
-from .base import Adapter, conv_with_weight, per_sample_table
+from .base import Adapter, AdapterOptions, conv_with_weight, per_sample_table, positive_int
 from .targets import MethodError
+
+
+@dataclass
+class RankOptions(AdapterOptions):
+    """``rank`` r of the factors B (c_out x r) and A (r x c_in)."""
+
+    rank: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        positive_int(self, "rank")
+
+
+@dataclass
+class MulOptions(RankOptions):
+    """``form``: ``weight`` (W * B A) or ``feature`` (the same function as feature modulation)."""
+
+    form: str = "weight"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.form not in ("weight", "feature"):
+            raise MethodError(f"method.form must be weight or feature, got {self.form!r}")
+        if self.form == "feature" and self.rank != 1:
+            raise MethodError("method.form=feature needs method.rank=1")
 
 
 @register("conditioning_only")
 class ConditioningOnly(Adapter):
     """Frozen backbone; only the new classes' embedding rows are trained (PPC 0)."""
 
+    title = "Vanilla conditioning only"
     target = "none"
 
 
 class _LowRank(Adapter):
     """Shared option handling for the B (c_out x r) A (r x c_in) adapters."""
 
-    defaults = {**Adapter.defaults, "rank": 1}
-
-    def validate_options(self) -> None:
-        if not isinstance(self.options["rank"], int) or self.options["rank"] < 1:
-            raise MethodError(f"method.rank must be a positive integer, got {self.options['rank']!r}")
+    Options = RankOptions
 
     def _mul_init(self, module: nn.Module) -> dict[str, torch.Tensor]:
         r = self.options["rank"]
@@ -54,25 +77,16 @@ class VanillaMul(_LowRank):
     for the default ``form=weight`` and to float rounding (~1e-7 relative) for ``feature``.
     """
 
-    defaults = {**_LowRank.defaults, "form": "weight"}
-
-    def validate_options(self) -> None:
-        super().validate_options()
-        if self.options["form"] not in ("weight", "feature"):
-            raise MethodError(f"method.form must be weight or feature, got {self.options['form']!r}")
-        if self.options["form"] == "feature" and self.options["rank"] != 1:
-            raise MethodError("method.form=feature needs method.rank=1")
+    title = "Vanilla mul"
+    Options = MulOptions
 
     def new_layer_params(self, key, module):
         return self._mul_init(module)
 
-    def layer_forward(self, key, base, x):
-        if self.options["form"] == "weight":
-            return super().layer_forward(key, base, x)
-        plan = self._plan
-        single, cls = plan.single
-        if single and cls is None:
-            return base(x)
+    def uses_feature_form(self):
+        return self.options["form"] == "feature"
+
+    def feature_forward(self, key, base, x, plan):
         a = per_sample_table(self, plan, key, "A", torch.ones(1, base.in_channels, device=x.device))[:, 0]
         b = per_sample_table(self, plan, key, "B", torch.ones(base.out_channels, 1, device=x.device))[:, :, 0]
         h = conv_with_weight(base, x * a[:, :, None, None], base.weight, bias=False)
@@ -88,6 +102,8 @@ class VanillaMul(_LowRank):
 class VanillaAdd(_LowRank):
     """LoRA-style W'_y = W + B_y A_y broadcast over the kernel; B kaiming, A zeros."""
 
+    title = "Vanilla add"
+
     def new_layer_params(self, key, module):
         return self._add_init(module)
 
@@ -99,6 +115,8 @@ class VanillaAdd(_LowRank):
 @register("mul_add")
 class MulAdd(_LowRank):
     """W'_y = W * (B A) + B' A' (Table III): ones init for the product, zero-init additive part."""
+
+    title = "Mul-add"
 
     def new_layer_params(self, key, module):
         return {**self._mul_init(module), **self._add_init(module, prefix="add_")}

@@ -281,11 +281,11 @@ def test_vanilla_mul_feature_form_equals_weight_form():
 def test_grouped_conv_path_matches_per_class_batches(monkeypatch):
     from methods import base
 
-    monkeypatch.setattr(base, "GROUPED_CONV", True)
     calls = []
     original = base.Adapter._grouped_conv
     monkeypatch.setattr(base.Adapter, "_grouped_conv", lambda self, *a: calls.append(1) or original(self, *a))
-    m = methods.build("funlora", layers="all").attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
+    m = methods.build("funlora", layers="all", grouped_conv=True).attach(
+        randomized_unet(image_size=8, in_channels=1, num_classes=6))
     m.add_classes([3, 4])
     with torch.no_grad():
         for p in m.class_params.parameters():
@@ -297,3 +297,67 @@ def test_grouped_conv_path_matches_per_class_batches(monkeypatch):
             sel = y == c
             assert torch.allclose(mixed[sel], m(t[sel], x[sel], y[sel]), atol=1e-5)
     assert calls  # the grouped path really ran
+
+
+# ---- the contract kit, on every registered method ----------------------------------------------
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_every_method_passes_the_contract(name):
+    from methods.testing import check_adapter
+
+    check_adapter(name)
+
+
+def test_contract_kit_catches_a_broken_method():
+    from dataclasses import dataclass
+
+    from methods.base import Adapter, AdapterOptions
+    from methods.testing import check_adapter
+
+    class NotIdentity(Adapter):
+        def new_layer_params(self, key, module):
+            return {"s": torch.full((module.out_channels,), 1.5)}
+
+        def adapted_weight(self, key, weight, params):
+            return weight * params["s"].view(-1, 1, 1, 1)
+
+    with pytest.raises(AssertionError, match="not the identity at initialisation"):
+        check_adapter(NotIdentity)
+
+    class SharedLeak(Adapter):
+        """Allocates a tensor per class outside class_params: PPC under-reports it."""
+
+        def new_layer_params(self, key, module):
+            self.register_buffer(f"hidden{len(self.class_params)}_{key}", torch.zeros(3))
+            return {"s": torch.ones(module.out_channels)}
+
+        def adapted_weight(self, key, weight, params):
+            return weight * params["s"].view(-1, 1, 1, 1)
+
+    with pytest.raises(AssertionError, match="ppc"):
+        check_adapter(SharedLeak)
+
+    @dataclass
+    class Opts(AdapterOptions):
+        scale: float = 1.0
+
+    class Forgets(Adapter):
+        """Every class shares one tensor: training a new class changes the old ones."""
+
+        Options = Opts
+
+        def attach(self, backbone):
+            super().attach(backbone)
+            self.shared = torch.nn.Parameter(torch.ones(1))
+            return self
+
+        def trainable_parameters(self):
+            return super().trainable_parameters() + [self.shared]
+
+        def new_layer_params(self, key, module):
+            return {"s": torch.ones(module.out_channels)}
+
+        def adapted_weight(self, key, weight, params):
+            return weight * (params["s"] * self.shared).view(-1, 1, 1, 1)
+
+    with pytest.raises(AssertionError, match="trainable|changed"):
+        check_adapter(Forgets)

@@ -6,6 +6,7 @@ import pytest
 from bench import config
 from bench.metrics import average_accuracies, forgetting
 from bench.protocol import run_cell
+from bench.record import Record
 from bench.run import main as run_main
 
 DATASET = "digits"  # ships with scikit-learn: always there, offline
@@ -17,16 +18,18 @@ def _cfg(method, tmp_path, **extra):
 
 
 def _check_record(rec, T=4):
-    acc = rec["accuracy"]
+    if isinstance(rec, dict):
+        rec = Record.from_json(rec)
+    acc = rec.accuracy
     assert len(acc) == T and all(len(r) == T for r in acc)
     for t, row in enumerate(acc):
         assert all(v is None for v in row[t + 1:])
         assert all(0.0 <= v <= 100.0 for v in row[:t + 1])
     la, aia, abar = average_accuracies(acc)
-    assert rec["la"] == pytest.approx(la) and rec["aia"] == pytest.approx(aia)
-    assert rec["tasks"] == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]
-    assert set(rec["seconds"]) == {"generator", "sampling", "classifier", "total"}
-    assert rec["config"]["dataset"] == DATASET
+    assert rec.la == pytest.approx(la) and rec.aia == pytest.approx(aia)
+    assert rec.tasks == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]
+    assert len(rec.seconds.generator) == len(rec.seconds.sampling) == len(rec.seconds.classifier) == T
+    assert rec.config["dataset"] == DATASET
 
 
 @pytest.mark.parametrize("method", ["vanilla_mul", "conditioning_only", "multitask_classifier", "multitask_generator"])
@@ -35,29 +38,34 @@ def test_protocol_runs_every_issue2_method(method, tmp_path):
     _check_record(rec)
     synthetic_tasks = range(0 if method == "multitask_generator" else 1, 4)
     for t in range(4):
-        calls = rec["nfe"][t]["calls"]
+        calls = rec.nfe[t].calls
         if method == "multitask_classifier" or t not in synthetic_tasks:
             assert calls == 0
         else:
-            assert calls >= 1 and rec["nfe"][t]["per_call_mean"] == 2  # euler, 2 steps at smoke scale
+            assert calls >= 1 and rec.nfe[t].per_call_mean == 2  # euler, 2 steps at smoke scale
     if method == "vanilla_mul":
-        assert rec["ppc"] > 0 and rec["trainable_per_task"][1] == 2 * (rec["ppc"] + rec["embedding_params_per_class"])
+        assert rec.ppc > 0 and rec.trainable_per_task[1] == 2 * (rec.ppc + rec.embedding_params_per_class)
     else:
-        assert rec["ppc"] == 0
+        assert rec.ppc == 0
 
 
 @pytest.mark.parametrize("strategy", ["replay", "finetune"])
 def test_protocol_runs_the_strategies(strategy, tmp_path):
     rec = run_cell(_cfg(strategy, tmp_path), log=lambda *_: None)
     _check_record(rec)
-    assert rec["ppc"] == 0 and rec["trainable_per_task"][1] == rec["trainable_per_task"][0] > 0
+    assert rec.ppc == 0 and rec.trainable_per_task[1] == rec.trainable_per_task[0] > 0
 
 
 def test_rerun_reuses_every_stage(tmp_path):
     first = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
     second = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
-    assert second["accuracy"] == first["accuracy"]
-    assert sum(second["seconds"]["generator"]) < 0.5 * sum(first["seconds"]["generator"]) + 0.5
+    assert second.accuracy == first.accuracy
+    # Every stage was reused: the checkpoints and per-task evaluations were not written again.
+    art = tmp_path / "art"
+    stamps = {p: p.stat().st_mtime_ns for p in art.rglob("*") if p.is_file()}
+    third = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
+    assert third.accuracy == first.accuracy
+    assert {p: p.stat().st_mtime_ns for p in art.rglob("*") if p.is_file()} == stamps
 
 
 def test_cli_writes_a_record(tmp_path, capsys):
@@ -65,7 +73,7 @@ def test_cli_writes_a_record(tmp_path, capsys):
     rc = run_main([f"dataset={DATASET}", "split=4-2", "method=vanilla_mul", "scale=smoke", "seed=1",
                    f"out={out}", f"workdir={tmp_path / 'art'}", "progress=false"])
     assert rc == 0
-    rec = json.loads(out.read_text())
+    rec = Record.load(out)
     _check_record(rec)
     text = capsys.readouterr().out
     assert "LA = " in text and "task 4/4" in text
@@ -79,7 +87,7 @@ def test_forgetting_metric():
 
 def test_image_quality_is_stored_with_its_extractor(tmp_path):
     rec = run_cell(_cfg("vanilla_mul", tmp_path, fid=True, fid_extractor="classifier"), log=lambda *_: None)
-    q = rec["quality"]
+    q = rec.quality
     assert q["extractor"] == "resnet18-real-penultimate"
     assert q["fid"] > 0 and 0 <= q["precision"] <= 1 and 0 <= q["recall"] <= 1
     assert q["n_fake"] == 16 * 10  # smoke: 16 samples per class, all 10 classes after the last task

@@ -6,24 +6,24 @@ from pathlib import Path
 import pytest
 
 from bench import grids
+from bench.record import NFE, CellInfo, Record, Seconds
 from bench.report.cli import main as report_main
 
 
 def make_record(store: Path, grid: str, dataset: str, split: str, method: str, seed: int, la: float,
                 aia: float, ppc: int, options: dict | None = None, label: str | None = None, **extra) -> Path:
     options = options or {}
-    rec = {
-        "schema": 1, "grid": grid, "label": label or f"{dataset}_{split}_{method}_{seed}_{len(options)}",
-        "cell": {"dataset": dataset, "split": split, "method": method, "method_options": options,
-                 "scale": "paper", "seed": seed, "solver": {"name": "dopri5", "atol": 1e-4, "rtol": 1e-4, "steps": 100}},
-        "accuracy": [[la + 10, None], [la, la]], "avg_accuracy": [la + 10, la], "la": la, "aia": aia, "ppc": ppc,
-        "nfe": [{"calls": 0, "per_call_mean": None}, {"calls": 2, "per_call_mean": 20.0}],
-        "seconds": {"generator": [10.0, 2.0], "sampling": [0.0, 1.0], "classifier": [3.0, 3.0], "total": 19.0},
-        "config": {"method": {"name": method, **options}}, **extra,
-    }
-    path = store / "records" / grid / f"{rec['label']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec))
+    solver = {"name": "dopri5", "atol": 1e-4, "rtol": 1e-4, "steps": 100}
+    rec = Record(
+        cell=CellInfo(dataset, split, method, options, "paper", seed, solver), tasks=[[0, 1], [2, 3]],
+        accuracy=[[la + 10, None], [la, la]], avg_accuracy=[la + 10, la], la=la, aia=aia, ppc=ppc,
+        embedding_params_per_class=512, trainable_per_task=[100, 10],
+        nfe=[NFE("dopri5", 0, 0), NFE("dopri5", 2, 40, 20.0, 20, 20)],
+        seconds=Seconds([10.0, 2.0], [0.0, 1.0], [3.0, 3.0], 19.0),
+        config={"method": {"name": method, **options}}, device="cpu", torch="test", created="now",
+        grid=grid, label=label or f"{dataset}_{split}_{method}_{seed}_{len(options)}", **extra)
+    path = store / "records" / grid / f"{rec.label}.json"
+    rec.write(path)
     return path
 
 
@@ -104,7 +104,7 @@ def test_stale_and_broken_records_are_reported_not_mixed(tmp_path, capsys):
     (tmp_path / "records" / "table3" / "nofield.json").write_text(json.dumps(bad))
     assert report_main([f"store={tmp_path}", "figures=false"]) == 0
     captured = capsys.readouterr()
-    assert "stale" in captured.err and "unreadable" in captured.err and "missing field 'nfe'" in captured.err
+    assert "stale" in captured.err and "not valid JSON" in captured.err and "field 'nfe' is missing" in captured.err
     md = (tmp_path / "report" / "table3.md").read_text()
     assert "85.00" not in md and "84.00" in md
 

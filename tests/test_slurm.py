@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.record import Record
+
 from bench import config
 from bench.sweep import main as sweep_main
 
@@ -39,8 +41,8 @@ def test_smoke_grid_on_slurm(tmp_path, capsys):
     recs = sorted((store / "records" / "smoke").glob("*.json"))
     assert len(recs) == 4
     for path in recs:
-        rec = json.loads(path.read_text())
-        assert rec["label"] == path.stem and len(rec["accuracy"]) == 4 and rec["nfe"][1]["calls"] >= 1
+        rec = Record.load(path)
+        assert rec.label == path.stem and len(rec.accuracy) == 4 and rec.nfe[1].calls >= 1
     assert len(list((store / "artifacts" / "backbones").glob("*.pt"))) == 1
     logs = list((store / "logs" / "smoke").rglob("*_log.err"))
     assert logs, "submitit wrote no Slurm logs"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.record import Record
+
 from bench import grids
 from bench.stages import backbone_key
 from bench.sweep import main as sweep_main
@@ -77,8 +79,8 @@ def test_local_sweep_runs_shares_and_resumes(tmp_path, capsys):
     assert len(list((store / "artifacts" / "backbones").glob("*.pt"))) == 1
     assert len(list((store / "artifacts" / "generators").iterdir())) == 2
     for path in recs:
-        rec = json.loads(path.read_text())
-        assert rec["grid"] == "smoke" and rec["label"] == path.stem and len(rec["accuracy"]) == 4
+        rec = Record.load(path)
+        assert rec.grid == "smoke" and rec.label == path.stem and len(rec.accuracy) == 4
     # Rerunning a finished sweep runs nothing.
     capsys.readouterr()
     assert sweep_main(["grid=smoke", f"store={store}"]) == 0
@@ -87,7 +89,7 @@ def test_local_sweep_runs_shares_and_resumes(tmp_path, capsys):
     recs[0].write_text('{"la": 1')
     assert sweep_main(["grid=smoke", f"store={store}", "executor=debug"]) == 0
     assert "is corrupt" in capsys.readouterr().out
-    assert json.loads(recs[0].read_text())["la"] >= 0
+    assert Record.load(recs[0]).la >= 0
     assert len(list((store / "records" / "smoke" / "stale").glob("*.json"))) == 1
 
 
@@ -104,17 +106,18 @@ def test_sweep_killed_with_sigkill_then_rerun_finishes(tmp_path):
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     recs = _records(store)
-    assert len(recs) == 4 and all(json.loads(p.read_text())["la"] >= 0 for p in recs)
+    assert len(recs) == 4 and all(Record.load(p).la >= 0 for p in recs)
     assert not list((store / "records").rglob("*.tmp*"))
 
 
 def test_failing_cell_gives_nonzero_exit_and_log_path(tmp_path, capsys):
     grid = tmp_path / "broken.yaml"
-    grid.write_text("axes:\n  data: [{dataset: digits, split: 5-5}]\n  method: [multitask_classifier]\n"
-                    "fixed: {scale: smoke, classifier: {batch_size: 0}}\n")
+    grid.write_text("axes:\n  data: [{dataset: digits, split: 5-5}]\n  method: ['tests.plugins:FailsAtTask2']\n"
+                    "fixed: {scale: smoke}\n")
     assert sweep_main([f"grid={grid}", f"store={tmp_path / 'store'}"]) == 1
     err = capsys.readouterr().err
     assert "1 failed" in err and "log: " in err
+    assert "RuntimeError: this adapter fails on purpose at add_classes" in err  # the cause, not only a path
     log = err.split("log: ")[1].split()[0]
     assert Path(log).exists()
 

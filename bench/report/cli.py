@@ -30,7 +30,7 @@ def paper_tables(grid: str) -> list[tables.Table]:
     out = []
     if grid == "table3":
         v = values["table3"]
-        body = [[tables.NAMES[m]] + [str(v[ds][m]) for ds in ("cifar10", "cifar100")]
+        body = [[tables.name_of(m)] + [str(v[ds][m]) for ds in ("cifar10", "cifar100")]
                 for m in ("vanilla_add", "mul_add", "vanilla_mul")]
         out.append(tables.Table("paper_table3", "Paper: Table III (LA)", ["Operation", "cifar10 2-2", "cifar100 20-20"],
                                 body, footnotes=[f"Source: {v['source']}."]))

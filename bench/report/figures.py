@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ..record import Record  # noqa: E402
+
 
 def _save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
@@ -29,8 +31,8 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 def _analysis(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     rows = []
     for path, method in zip(df["path"], df["method"]):
-        rec = json.loads(Path(path).read_text())
-        for r in (rec.get("analysis") or {}).get(kind, []):
+        rec = Record.load(path)
+        for r in (rec.analysis or {}).get(kind, []):
             rows.append({**r, "method": method, "record": Path(path).stem})
     return pd.DataFrame(rows)
 

@@ -14,8 +14,7 @@ import pandas as pd
 from .. import grids
 from ..errors import BenchError
 from ..metrics import forgetting
-
-REQUIRED = ("la", "aia", "accuracy", "ppc", "nfe", "seconds", "config", "cell")
+from ..record import Record
 
 
 @dataclass
@@ -35,27 +34,28 @@ def _expected_configs(grid: str, scale: str, seed: int, cache: dict) -> dict[str
     return cache[key]
 
 
-def flatten(rec: dict, path: Path) -> dict:
-    cell, cfg = rec["cell"], rec["config"]
-    nfe_mean = [n.get("per_call_mean") for n in rec["nfe"] if n.get("per_call_mean")]
+def flatten(rec: Record, path: Path) -> dict:
+    """One tidy row of a record: the axes, the metrics, the times, options and quality."""
+    cell, cfg = rec.cell, rec.config
+    nfe_mean = [n.per_call_mean for n in rec.nfe if n.per_call_mean]
     row = {
-        "grid": rec.get("grid", path.parent.name), "label": rec.get("label", path.stem), "path": str(path),
-        "dataset": cell["dataset"], "split": cell["split"], "method": cell["method"],
-        "options": json.dumps(cell.get("method_options", {}), sort_keys=True),
-        "solver": cell["solver"]["name"], "steps": cell["solver"].get("steps"),
-        "seed": cell["seed"], "scale": cell["scale"],
-        "la": rec["la"], "aia": rec["aia"], "ppc": rec["ppc"],
-        "forgetting": forgetting(rec["accuracy"]),
+        "grid": rec.grid or path.parent.name, "label": rec.label or path.stem, "path": str(path),
+        "dataset": cell.dataset, "split": cell.split, "method": cell.method,
+        "options": json.dumps(cell.method_options, sort_keys=True),
+        "solver": cell.solver["name"], "steps": cell.solver.get("steps"),
+        "seed": cell.seed, "scale": cell.scale,
+        "la": rec.la, "aia": rec.aia, "ppc": rec.ppc,
+        "forgetting": forgetting(rec.accuracy),
         "nfe": sum(nfe_mean) / len(nfe_mean) if nfe_mean else None,
-        "gen_seconds": sum(rec["seconds"]["generator"]), "sampling_seconds": sum(rec["seconds"]["sampling"]),
-        "classifier_seconds": sum(rec["seconds"]["classifier"]), "total_seconds": rec["seconds"]["total"],
-        "gen_seconds_per_task": rec["seconds"]["generator"], "avg_accuracy": rec.get("avg_accuracy"),
+        "gen_seconds": sum(rec.seconds.generator), "sampling_seconds": sum(rec.seconds.sampling),
+        "classifier_seconds": sum(rec.seconds.classifier), "total_seconds": rec.seconds.total,
+        "gen_seconds_per_task": rec.seconds.generator, "avg_accuracy": rec.avg_accuracy,
     }
-    for opt, value in cell.get("method_options", {}).items():
+    for opt, value in cell.method_options.items():
         row[f"opt_{opt}"] = value
-    for key, value in (rec.get("quality") or {}).items():
+    for key, value in (rec.quality or {}).items():
         row[f"q_{key}"] = value
-    row["layers"] = cfg["method"].get("layers", "auto")
+    row["layers"] = (cfg.get("method") or {}).get("layers", "auto")
     return row
 
 
@@ -68,19 +68,15 @@ def load(store: str | Path, grid: str | None = None) -> Loaded:
     rows, out, cache = [], Loaded(pd.DataFrame()), {}
     for path in paths:
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            out.problems.append(f"{path}: unreadable ({type(exc).__name__})")
+            rec = Record.load(path)
+        except BenchError as exc:
+            out.problems.append(str(exc))
             continue
-        missing = [k for k in REQUIRED if k not in rec]
-        if missing:
-            out.problems.append(f"{path}: missing field {missing[0]!r}")
-            continue
-        g = rec.get("grid", path.parent.name)
+        g = rec.grid or path.parent.name
         if g in grids.available():
-            expected = _expected_configs(g, rec["cell"]["scale"], rec["cell"]["seed"], cache)
-            label = rec.get("label", path.stem)
-            if label in expected and expected[label] != rec["config"]:
+            expected = _expected_configs(g, rec.cell.scale, rec.cell.seed, cache)
+            label = rec.label or path.stem
+            if label in expected and expected[label] != rec.config:
                 out.stale.append(f"{path}: its config differs from what grid {g} resolves to now")
                 continue
         rows.append(flatten(rec, path))

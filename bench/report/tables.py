@@ -13,17 +13,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .. import grids
+from .. import grids, strategies
 
-NAMES = {
-    "multitask_classifier": "Classifier Multitask", "multitask_generator": "Generative Multitask",
-    "conditioning_only": "Vanilla conditioning only", "scale_shift": "Scale and shift (Conv2d)",
-    "lora_attention": "LoRA attention layers", "lora_conv_v1": "LoRA Conv2d v1", "lora_conv_v2": "LoRA Conv2d v2",
-    "vanilla_mul": "Vanilla mul", "vanilla_add": "Vanilla add", "mul_add": "Mul-add", "funlora": "FunLoRA",
-    "funlora_cosine_fixed": "FunLoRA cosine (fixed omega)", "funlora_power": "FunLoRA power",
-    "funlora_power_learned": "FunLoRA power (learned p)", "funlora_rshift": "FunLoRA rshift",
-    "replay": "Generative replay", "finetune": "Fine-tuning",
-}
+def name_of(method: str) -> str:
+    """The row name of ``method`` (its class's or strategy's ``title``)."""
+    return strategies.title(method)
 
 
 @dataclass
@@ -127,7 +121,7 @@ def table1(grid, df):
 def table2(grid, df):
     tables = []
     for layers in grid["axes"].get("layers", ["auto"]):
-        rows = [(NAMES.get(m["name"], m["name"]), {**m, "layers": layers}) for m in method_rows(grid)]
+        rows = [(name_of(m["name"]), {**m, "layers": layers}) for m in method_rows(grid)]
         tables += metric_table("table2", f"Table II: functions, layers {layers}", grid, df, rows)
     return tables
 
@@ -147,7 +141,7 @@ def table4(grid, df):
 
 
 def table5(grid, df):
-    rows = [(NAMES.get(m["name"], m["name"]), m) for m in method_rows(grid)]
+    rows = [(name_of(m["name"]), m) for m in method_rows(grid)]
     return metric_table("table5", "Table V: methods and bounds", grid, df, rows)
 
 
@@ -176,7 +170,7 @@ def table7(grid, df):
     return tables
 
 
-def replay(grid, df):
+def forgetting_table(grid, df):
     cols = data_columns(grid, df)
     tables = []
     for ds, sp in cols:
@@ -187,10 +181,10 @@ def replay(grid, df):
             if len(sub):
                 arr = pd.DataFrame(sub["gen_seconds_per_task"].tolist()).mean()
                 per_task = " / ".join(f"{v:.0f}" for v in arr)
-            body.append([NAMES.get(m["name"], m["name"]), stat(sub["la"]), stat(sub["aia"]),
+            body.append([name_of(m["name"]), stat(sub["la"]), stat(sub["aia"]),
                          stat(sub["forgetting"]), per_task])
         header = ["Method", "LA", "AIA", "Forgetting", "Generator s per task"]
-        t = Table("replay", f"FunLoRA against replay and fine-tuning ({ds} {sp})", header, body,
+        t = Table(grid["name"], f"{grid.get('title', 'Forgetting')} ({ds} {sp})", header, body,
                   {1: "max", 2: "max", 3: "min"})
         t.footnotes.append("Forgetting: mean over tasks of the largest drop of a task's accuracy.")
         tables.append(_note(t))
@@ -200,7 +194,7 @@ def replay(grid, df):
 def time_table(grid, df):
     body = []
     for (ds, sp, method), sub in df.groupby(["dataset", "split", "method"], sort=False):
-        body.append([f"{NAMES.get(method, method)} ({ds} {sp})"] +
+        body.append([f"{name_of(method)} ({ds} {sp})"] +
                     [stat(sub[c], digits=1) for c in ("gen_seconds", "sampling_seconds", "classifier_seconds",
                                                       "total_seconds")])
     header = ["Method", "Generator (s)", "Sampling (s)", "Classifier (s)", "Total (s)"]
@@ -215,7 +209,7 @@ def quality_table(grid, df):
     for extractor, part in df.dropna(subset=["q_extractor"]).groupby("q_extractor"):
         body = []
         for (ds, sp, method), sub in part.groupby(["dataset", "split", "method"], sort=False):
-            body.append([f"{NAMES.get(method, method)} ({ds} {sp})"] + [stat(sub[c], digits=3) for c in cols])
+            body.append([f"{name_of(method)} ({ds} {sp})"] + [stat(sub[c], digits=3) for c in cols])
         header = ["Method"] + [c[2:].upper() if c[2:] in ("fid", "kid") else c[2:] for c in cols]
         best = {i + 1: ("min" if c[2:] in ("fid", "kid") else "max") for i, c in enumerate(cols)}
         tables.append(Table(f"{grid['name']}_quality", f"Image quality, features: {extractor}", header, body, best))
@@ -223,7 +217,7 @@ def quality_table(grid, df):
 
 
 BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
-            "table7": table7, "replay": replay, "smoke": table5}
+            "table7": table7, "forgetting": forgetting_table}
 
 
 def build(grid_name: str, df: pd.DataFrame) -> list[Table]:
@@ -231,7 +225,8 @@ def build(grid_name: str, df: pd.DataFrame) -> list[Table]:
     grid = grids.load(grid_name) if grid_name in grids.available() else None
     if grid is None:
         return time_table({"name": grid_name}, df)
-    tables = BUILDERS.get(grid_name, table5)(grid, df)
+    layout = grid.get("layout", grid_name)
+    tables = BUILDERS.get(layout, table5)(grid, df)
     return tables + time_table(grid, df) + quality_table(grid, df)
 
 

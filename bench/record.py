@@ -1,0 +1,207 @@
+"""The cell record: one dataclass, versioned, written as JSON and loaded with validation.
+
+Protocol, sweep, report and tests all go through ``Record``; no other module lists its
+fields. ``Record.load(path)`` checks every field's type and raises one ``BenchError``
+naming the file and the field, so a damaged or hand-edited record never reaches a table.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from .errors import BenchError
+
+SCHEMA = 1
+
+
+@dataclass
+class CellInfo:
+    """Which cell this is: the grid's axes."""
+
+    dataset: str
+    split: str
+    method: str
+    method_options: dict[str, Any]
+    scale: str
+    seed: int
+    solver: dict[str, Any]
+
+
+@dataclass
+class NFE:
+    """One task's sampling cost, counted: calls, total evaluations, per call mean / min / max."""
+
+    solver: str
+    calls: int
+    total: int
+    per_call_mean: Optional[float] = None
+    per_call_min: Optional[int] = None
+    per_call_max: Optional[int] = None
+
+
+@dataclass
+class Seconds:
+    """Compute seconds per task and stage (reused stages report their recorded time)."""
+
+    generator: list[float]
+    sampling: list[float]
+    classifier: list[float]
+    total: float
+
+
+@dataclass
+class Record:
+    """Everything one cell produced (README: "The record")."""
+
+    cell: CellInfo
+    tasks: list[list[int]]
+    accuracy: list[list[Optional[float]]]
+    avg_accuracy: list[float]
+    la: float
+    aia: float
+    ppc: int
+    embedding_params_per_class: int
+    trainable_per_task: list[int]
+    nfe: list[NFE]
+    seconds: Seconds
+    config: dict[str, Any]
+    device: str
+    torch: str
+    created: str
+    schema: int = SCHEMA
+    analysis: Optional[dict[str, list[dict[str, Any]]]] = None
+    quality: Optional[dict[str, Any]] = None
+    grid: Optional[str] = None
+    label: Optional[str] = None
+
+    # ---- JSON -------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def write(self, path: str | Path) -> Path:
+        """Write atomically (unique temporary name, fsync, rename)."""
+        return write_json_atomic(path, self.to_json())
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "record") -> "Record":
+        """Build from parsed JSON, validating every field (BenchError naming ``where`` and the field)."""
+        rec = _build(cls, obj, where, "")
+        if rec.schema != SCHEMA:
+            raise BenchError(f"{where}: schema {rec.schema} is not this suite's record schema {SCHEMA}")
+        T = len(rec.tasks)
+        if len(rec.accuracy) != T or any(len(row) != T for row in rec.accuracy):
+            raise BenchError(f"{where}: field 'accuracy' is not a {T} x {T} matrix")
+        for t, row in enumerate(rec.accuracy):
+            if any(v is None for v in row[:t + 1]):
+                raise BenchError(f"{where}: field 'accuracy' has no value on or below the diagonal in row {t + 1}")
+        return rec
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Record":
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text())
+        except OSError as exc:
+            raise BenchError(f"record {path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+        except ValueError as exc:
+            raise BenchError(f"record {path}: not valid JSON ({str(exc).splitlines()[0]})") from None
+        return cls.from_json(obj, f"record {path}")
+
+
+# ---- validation of JSON against the dataclasses' type hints ------------------------------------
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "a list"
+    if origin is dict or tp is dict:
+        return "a mapping"
+    if isinstance(tp, type):
+        return "a mapping"
+    return str(tp)
+
+
+def _check(value: Any, tp: Any, where: str, path: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check(value, inner[0], where, path)
+    bad = BenchError(f"{where}: field {path!r} must be {_type_name(tp)}, got {json.dumps(value)[:60]}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise bad
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise bad
+        return [_check(v, args[0], where, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise bad
+        return {k: _check(v, args[1], where, f"{path}.{k}") for k, v in value.items()} if args else value
+    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+        return _build(tp, value, where, path)
+    raise TypeError(f"unsupported field type {tp}")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: type, obj: Any, where: str, prefix: str) -> Any:
+    if not isinstance(obj, dict):
+        raise BenchError(f"{where}: {('field ' + repr(prefix)) if prefix else 'the record'} must be a mapping, "
+                         f"got {json.dumps(obj)[:60]}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        path = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name not in obj:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise BenchError(f"{where}: field {path!r} is missing")
+            continue
+        kwargs[f.name] = _check(obj[f.name], hints[f.name], where, path)
+    return cls(**kwargs)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """JSON to ``path`` through a unique temporary file, flushed, fsynced and renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.{id(obj):x}")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, default=_default))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _default(obj: Any) -> Any:
+    try:
+        return float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+__all__ = ["Record", "CellInfo", "NFE", "Seconds", "SCHEMA", "write_json_atomic", "field"]

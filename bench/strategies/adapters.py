@@ -1,0 +1,36 @@
+"""The default strategy: a frozen task-1 backbone plus a method of ``methods/`` per new class."""
+from __future__ import annotations
+
+import methods
+
+from .base import GeneratorInfo, Strategy, register
+
+
+@register("adapters")
+class Adapters(Strategy):
+    """Task 1 trains the shared backbone; each later task trains only its classes' adapters."""
+
+    title = "Adapters"
+    description = "frozen task-1 backbone + per-class adapters of a method in methods/"
+    takes_method_options = True
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        self._adapter: methods.Adapter | None = None
+
+    @property
+    def adapter(self):
+        return self._adapter
+
+    def train(self, t, classes):
+        cell = self.cell
+        if t == 1:
+            info = cell.train_backbone()
+            self._adapter = methods.build(cell.method_name, **cell.options).attach(cell.unet)
+            return info
+        self._adapter.add_classes(classes)
+        x, y = cell.task_data(classes)
+        info = cell.train_generator(t, x, y, self._adapter.trainable_parameters(), self._adapter,
+                                    cell.paths.generator(t), cell.schedule("adapter"))
+        self._adapter.set_trainable([])
+        return info

@@ -1,0 +1,31 @@
+"""Generative bound: one generator trained on every class at once; classifiers on its samples."""
+from __future__ import annotations
+
+from .base import GeneratorInfo, Strategy, register
+
+
+@register("multitask_generator")
+class MultitaskGenerator(Strategy):
+    """Trained once before task 1 on all classes (keyed by the method, never shared as a backbone);
+    every task's classifier, the first included, learns from its samples."""
+
+    title = "Generative Multitask"
+    description = "one generator trained on all classes at once; classifier on its samples"
+    needs_backbone = False
+
+    @classmethod
+    def stage_keys(cls, cfg):
+        return {"sampling": cfg["sampling"]}
+
+    def start(self):
+        cell = self.cell
+        every = [c for task in cell.data.tasks for c in task]
+        x, y = cell.task_data(every)
+        self._info = cell.train_generator(1, x, y, cell.unfreeze_backbone(), cell.unet, cell.paths.generator(0),
+                                          cell.schedule("task1"))
+
+    def train(self, t, classes):
+        return self._info if t == 1 else GeneratorInfo()
+
+    def classifier_data(self, t):
+        return "synthetic"
