@@ -64,6 +64,11 @@ def main(argv: list[str]) -> int:
     fmt = args.pop("format", "table")
     if fmt not in ("json", "table"):
         raise BenchError(f"format must be json or table, got {fmt!r}")
+    method = args.get("method")
+    if method is not None and not isinstance(method, dict):
+        args["method"] = {"name": method}
+    elif isinstance(method, dict) and "name" not in method:
+        raise BenchError(f"method.{next(iter(method))} needs a method: add method=NAME (e.g. method=funlora)")
     info = describe(**args)
     print(json.dumps(info, indent=1) if fmt == "json" else table(info))
     return 0

@@ -16,14 +16,15 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 from tqdm.auto import tqdm
 
 from . import grids, strategies
-from .config import parse_overrides
+from .config import parse_overrides, typed_merge
 from .data import ensure_available
 from .errors import BenchError, cli
 from .jobs import StageJob, describe_failure, read_record
@@ -31,28 +32,72 @@ from .protocol import dry_build
 from .stages import StagePaths, backbone_key, generator_key
 from .trainer import done_marker
 
-SWEEP_KEYS = {"grid": None, "executor": "local", "jobs": 1, "slurm": None, "store": "results/store",
-              "dry_run": False, "seeds": None, "datasets": None, "timeout_min": 24 * 60}
+@dataclass
+class SweepOptions:
+    """The sweep's own keys (every other key goes to the cells, as in bench.run)."""
+
+    grid: Optional[str] = None
+    executor: str = "local"
+    jobs: int = 1
+    slurm: Optional[str] = None
+    store: str = "results/store"
+    dry_run: bool = False
+    seeds: Any = None
+    datasets: Any = None
+    timeout_min: int = 24 * 60
+
+
+SWEEP_KEYS = {f.name: f.default for f in fields(SweepOptions)}
 EXECUTORS = ("local", "slurm", "debug")
 SLURM_DIR = Path(__file__).resolve().parents[1] / "slurm"
 
 
+@dataclass
+class StageTimes:
+    """Wall-clock limit in minutes of each kind of job."""
+
+    backbone: int = 24 * 60
+    cells: int = 24 * 60
+
+
+@dataclass
+class SlurmProfile:
+    """A Slurm profile ``slurm/NAME.yaml`` (typed like Hydra's submitit launcher settings)."""
+
+    partition: Optional[str] = None
+    gpus_per_node: Optional[int] = None
+    cpus_per_task: int = 2
+    mem_gb: Optional[int] = None
+    time_min: StageTimes = field(default_factory=StageTimes)
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None
+    array_parallelism: int = 64
+    python: Optional[str] = None
+
+
 def load_profile(name: str | None) -> dict[str, Any]:
-    """A Slurm profile ``slurm/NAME.yaml`` (partition, gpus, cpus, mem_gb, time per stage...)."""
+    """A Slurm profile ``slurm/NAME.yaml`` (partition, gpus, cpus, mem_gb, time per stage...), type-checked."""
     if not name:
         raise BenchError("executor=slurm needs slurm=PROFILE (a file slurm/PROFILE.yaml); profiles: "
                          + ", ".join(sorted(p.stem for p in SLURM_DIR.glob("*.yaml"))))
-    path = Path(name) if name.endswith(".yaml") else SLURM_DIR / f"{name}.yaml"
-    if not path.exists():
+    path = Path(name) if str(name).endswith(".yaml") else SLURM_DIR / f"{name}.yaml"
+    if not path.is_file():
         raise BenchError(f"no Slurm profile {name!r} ({path} not found); profiles: "
                          + ", ".join(sorted(p.stem for p in SLURM_DIR.glob("*.yaml"))))
-    profile = yaml.safe_load(path.read_text()) or {}
-    known = {"partition", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min", "account", "qos",
-             "constraint", "array_parallelism", "python"}
-    unknown = set(profile) - known
+    try:
+        profile = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise BenchError(f"Slurm profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(profile, dict):
+        raise BenchError(f"Slurm profile {path} must be a mapping of settings")
+    known = [f.name for f in fields(SlurmProfile)]
+    unknown = set(profile) - set(known)
     if unknown:
         raise BenchError(f"Slurm profile {path}: unknown setting {sorted(unknown)[0]!r}; settings: {', '.join(sorted(known))}")
-    return profile
+    if isinstance(profile.get("time_min"), int):  # one limit for every stage
+        profile["time_min"] = {"backbone": profile["time_min"], "cells": profile["time_min"]}
+    return typed_merge(SlurmProfile, profile, what=f"Slurm profile {path}: ")
 
 
 def make_executor(kind: str, folder: Path, profile: dict, stage: str, timeout_min: int):
@@ -61,9 +106,9 @@ def make_executor(kind: str, folder: Path, profile: dict, stage: str, timeout_mi
     cluster = {"local": "local", "debug": "debug", "slurm": "slurm"}[kind]
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     if kind == "slurm":
-        times = profile.get("time_min", {})
+        times = profile["time_min"]
         extra = {k: profile[k] for k in ("account", "qos", "constraint") if profile.get(k)}
-        params = dict(timeout_min=int(times.get(stage, timeout_min) if isinstance(times, dict) else times),
+        params = dict(timeout_min=int(times[stage]),
                       slurm_partition=profile.get("partition"), cpus_per_task=profile.get("cpus_per_task", 2),
                       slurm_array_parallelism=profile.get("array_parallelism", 64),
                       slurm_additional_parameters=extra, name=f"funlora-{stage}")
@@ -174,7 +219,7 @@ def main(argv: list[str]) -> int:
               + ", and any key of bench.run (scale=cpu, device=cuda, solver.name=rk4, ...)")
         return 0
     args = parse_overrides(argv)
-    sweep = {k: args.pop(k, v) for k, v in SWEEP_KEYS.items()}
+    sweep = typed_merge(SweepOptions, {k: args.pop(k) for k in list(args) if k in SWEEP_KEYS})
     if not sweep["grid"]:
         raise BenchError("give a grid: python -m bench.sweep grid=NAME; grids: " + ", ".join(grids.available()))
     if sweep["executor"] not in EXECUTORS:

@@ -20,6 +20,16 @@ from bench.run import main as run_main
     (["solver.name=heun"], "unknown solver 'heun'"),
     (["method=replay", "method.K=3"], "is a strategy"),
     (["seed"], "use key=value"),
+    (["generator.task1.epochs=abc"], "generator.task1.epochs: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["threads=abc"], "threads: Value 'abc'"),
+    (["solver.atol=abc"], "solver.atol: Value 'abc' of type 'str' could not be converted to Float"),
+    (["sampling.per_class=x"], "sampling.per_class: Value 'x'"),
+    (["seed=abc"], "seed: Value 'abc'"),
+    (["method=funlora", "method.K=abc"], "method.K='abc' has the wrong type"),
+    (["method=funlora", "method.K=0"], "method.K must be a positive integer"),
+    (["classifier.batch_size=0"], "classifier.batch_size must be positive"),
+    (["dataset=digits", "scale=smoke", "method=funlora", "method.layers=54-40"], "layer range 54-40 is empty"),
+    (["dataset=digits", "scale=smoke", "method=funlora", "method.layers=0-999"], "outside the backbone"),
 ])
 def test_bad_input_is_one_line(args, message, capsys):
     assert run_main(args) == 2
@@ -54,3 +64,10 @@ def test_subprocess_has_no_traceback():
     assert proc.stderr.strip() == ("error: unknown dataset 'nope'; datasets: fashion_mnist, digits, cifar10, "
                                    "cifar100, imagenet100")
     assert "Traceback" not in proc.stderr
+
+
+def test_scientific_notation_is_a_number():
+    from bench import config
+
+    cfg = config.resolve(["generator.adapter.lr=2e-4", "solver.atol=1e-5"])
+    assert cfg["generator"]["adapter"]["lr"] == 0.0002 and cfg["solver"]["atol"] == 1e-5
