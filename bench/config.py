@@ -66,6 +66,7 @@ class CellConfig:
     workdir: Optional[str] = None
     class_order: str = "natural"
     threads: Optional[int] = None
+    deterministic: bool = False
     progress: bool = True
     fid: bool = False
     fid_extractor: str = "auto"
@@ -135,7 +136,8 @@ PAPER_DATASET_OVERRIDES = {
 
 TOP_LEVEL = {"dataset": "fashion_mnist", "split": "2-2", "method": {"name": "vanilla_mul"},
              "scale": "cpu", "seed": 0, "out": None, "device": "auto", "data_root": None,
-             "workdir": None, "class_order": "natural", "threads": None, "progress": True,
+             "workdir": None, "class_order": "natural", "threads": None, "deterministic": False,
+             "progress": True,
              "fid": False, "fid_extractor": "auto"}
 
 SOLVERS = ("dopri5", "rk4", "euler", "midpoint")

@@ -25,6 +25,7 @@ from .errors import BenchError
 from .flow import SolverConfig, sample
 from .metrics import average_accuracies, summarize_nfe
 from .record import NFE, CellInfo, Record, Seconds, write_json_atomic
+from .seeding import seed_all, set_deterministic, stage_seed
 from .stages import StagePaths
 from .strategies.base import GeneratorInfo
 from .trainer import Schedule, atomic_save, train_flow
@@ -116,10 +117,12 @@ class Cell:
         self.cfg = cfg
         self.log = log
         self.device = resolve_device(cfg["device"])
+        set_deterministic(bool(cfg.get("deterministic", False)))
         self.method_name = cfg["method"]["name"]
         self.options = {k: v for k, v in cfg["method"].items() if k != "name"}
         self.dataset = data_mod.load(cfg["dataset"], cfg["data_root"])
         data_mod.parse_split(cfg["split"], self.dataset.num_classes)
+        self.seed_stage("backbone-init")  # the U-Net's initial weights, whatever ran before in the process
         self.unet, self.size = model_for(cfg, self.dataset.name)
         self.data = prepare_data(cfg, self.dataset, self.size)
         self.paths = StagePaths(cfg, artifacts or cfg.get("workdir") or "results/artifacts")
@@ -128,6 +131,14 @@ class Cell:
         self.strategy = strategies.for_method(self.method_name)(self)
 
     # ---- stages offered to the strategies -----------------------------------------------
+    def stage_seed(self, stage: str, task: int = 0) -> int:
+        """The seed of ``stage`` at ``task`` (from the cell's seed; see bench.seeding)."""
+        return stage_seed(self.cfg["seed"], stage, task)
+
+    def seed_stage(self, stage: str, task: int = 0) -> int:
+        """Seed every global generator for ``stage`` at ``task``, before it builds or draws anything."""
+        return seed_all(self.stage_seed(stage, task))
+
     def schedule(self, which: str) -> Schedule:
         """The ``task1`` or ``adapter`` schedule of this cell's config (a fresh copy)."""
         return Schedule.from_dict(self.cfg["generator"][which])
@@ -146,14 +157,14 @@ class Cell:
         """The shared task-1 backbone: the whole U-Net on D_1 (cached for every method)."""
         x, y = self.task_data(self.data.tasks[0])
         return self.train_generator(1, x, y, self.unfreeze_backbone(), self.unet, self.paths.backbone,
-                                    self.schedule("task1"))
+                                    self.schedule("task1"), stage="backbone")
 
     def train_generator(self, task: int, x: torch.Tensor, y: torch.Tensor, params: list, model: torch.nn.Module,
-                        ckpt: Path, schedule: Schedule) -> GeneratorInfo:
+                        ckpt: Path, schedule: Schedule, stage: str = "generator") -> GeneratorInfo:
         """Train ``params`` of ``model`` on (x, y) with the CFM loss, checkpointed at ``ckpt``."""
         if not params:  # nothing to train (cannot happen for the registered methods)
             return GeneratorInfo()
-        res = train_flow(model, params, x, y, schedule, seed=self.cfg["seed"] * 1000 + task, device=self.device,
+        res = train_flow(model, params, x, y, schedule, seed=self.stage_seed(stage, task), device=self.device,
                          ckpt=ckpt, progress=self.progress, desc=f"task {task} generator", module=model)
         model.eval()
         return GeneratorInfo(res.seconds, res.steps, sum(p.numel() for p in params), res.loss, res.resumed_from)
@@ -162,10 +173,11 @@ class Cell:
         per_class = self.cfg["sampling"]["per_class"]
         return {c: per_class or int((self.data.train_y == c).sum()) for c in classes}
 
-    def synthesize(self, model, classes: list[int], seed: int):
-        """A synthetic set of ``classes`` from ``model`` (counts of the sampling config)."""
+    def synthesize(self, model, classes: list[int], stage: str, task: int):
+        """A synthetic set of ``classes`` from ``model`` (counts of the sampling config), seeded by stage and task."""
         return synthesize(model, classes, self.counts(classes), self.data.train_x.shape[1:], self.solver,
-                          self.cfg["sampling"]["batch_size"], seed, self.device, self.progress)
+                          self.cfg["sampling"]["batch_size"], self.seed_stage(stage, task), self.device,
+                          self.progress)
 
     # ---- the protocol ---------------------------------------------------------------------
     def run(self) -> Record:
@@ -204,9 +216,8 @@ class Cell:
         if source == "real":
             x, y = self.task_data(seen)
         else:
-            x, y, nfes, sampling_seconds = self.synthesize(self.strategy.sampler(), seen,
-                                                           seed=cfg["seed"] * 7919 + 100 + t)
-        net, secs = train_classifier(x, y, seen, cfg["classifier"], cfg["seed"] * 1000 + 500 + t, self.device,
+            x, y, nfes, sampling_seconds = self.synthesize(self.strategy.sampler(), seen, "sampling", t)
+        net, secs = train_classifier(x, y, seen, cfg["classifier"], self.stage_seed("classifier", t), self.device,
                                      self.progress, desc=f"task {t} classifier")
         m = _mask(d.test_y, seen)
         accs = accuracy_per_task(net, d.test_x[m], d.test_y[m], d.tasks[:t], self.device)
@@ -227,7 +238,7 @@ class Cell:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             net.classes = classes
             return net.to(self.device).eval()
-        net, _ = train_classifier(d.train_x, d.train_y, classes, self.cfg["classifier"], self.cfg["seed"] * 1000 + 999,
+        net, _ = train_classifier(d.train_x, d.train_y, classes, self.cfg["classifier"], self.stage_seed("feature-net"),
                                   self.device, self.progress, desc="FID feature network")
         atomic_save(net.state_dict(), path)
         return net

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 BACKBONE_KEYS = ("dataset", "split", "seed", "scale", "model", "image_size", "train_per_class", "class_order")
+# Bumped when what a stage draws from its seed changes (2: every stage seeded from (seed, stage, task)),
+# so that stages of an older version are never mixed with newer ones.
+RNG_VERSION = 2
 
 
 def key_of(obj: Any) -> str:
@@ -19,7 +22,7 @@ def key_of(obj: Any) -> str:
 
 def backbone_key(cfg: dict) -> str:
     """Key of the task-1 backbone: data, split, seed, model and its schedule; never the method."""
-    return key_of({**{k: cfg[k] for k in BACKBONE_KEYS}, "schedule": cfg["generator"]["task1"]})
+    return key_of({**{k: cfg[k] for k in BACKBONE_KEYS}, "schedule": cfg["generator"]["task1"], "rng": RNG_VERSION})
 
 
 def generator_key(cfg: dict) -> str:
@@ -41,12 +44,13 @@ def evaluation_key(cfg: dict) -> str:
 def first_task_key(cfg: dict) -> str:
     """Key of the task-1 evaluation on real data (a classifier on real D_1): shared by every method."""
     return key_of({**{k: cfg[k] for k in BACKBONE_KEYS if k not in ("model",)}, "classifier": cfg["classifier"],
-                   "test_per_class": cfg["test_per_class"]})
+                   "test_per_class": cfg["test_per_class"], "rng": RNG_VERSION})
 
 
 def feature_net_key(cfg: dict) -> str:
     """Key of the ResNet18 trained on all real training data (the offline FID extractor)."""
-    return key_of({k: cfg[k] for k in ("dataset", "seed", "scale", "image_size", "train_per_class", "classifier")})
+    return key_of({**{k: cfg[k] for k in ("dataset", "seed", "scale", "image_size", "train_per_class", "classifier")},
+                   "rng": RNG_VERSION})
 
 
 class StagePaths:

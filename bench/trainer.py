@@ -142,7 +142,7 @@ def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: 
         _ACTIVE["safe"] = False
         epoch, b = divmod(step, per_epoch)
         if epoch != perm_epoch:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**63))
             perm_epoch = epoch
         idx = perm[b * schedule.batch_size:(b + 1) * schedule.batch_size]
         xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)

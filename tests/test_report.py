@@ -31,11 +31,12 @@ TABLE3_GOLDEN = """### Table III: operation (LA)
 
 | Operation   | cifar10 2-2   | cifar100 20-20   |
 |:------------|:--------------|:-----------------|
-| Add         | 19.00 ± 1.41  | 14.50            |
+| Add         | 19.00 ± 12.71 | 14.50            |
 | Mul-Add     | 84.00         | -                |
 | Mul         | **85.00**     | **60.07**        |
 
 _Note: 1 cell(s) without a record are shown as a dash._
+_Note: mean ± half-width of the 95% confidence interval (Student t) over seeds, n = 1 to 2._
 """
 
 
@@ -63,7 +64,7 @@ def test_table5_golden_rows(tmp_path):
     lines = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in md.splitlines()
              if ln.startswith("| ") and not ln.startswith("| Method")}
     assert lines["Classifier Multitask"][:3] == ["**95.00**", "**96.00**", "0.000K"]
-    assert lines["FunLoRA"][:6] == ["82.00 ± 2.00", "87.00 ± 2.00", "10.028K", "60.00", "**70.00**", "10.028K"]
+    assert lines["FunLoRA"][:6] == ["82.00 ± 4.97", "87.00 ± 4.97", "10.028K", "60.00", "**70.00**", "10.028K"]
     assert lines["Scale and shift (Conv2d)"][3:6] == ["**61.00**", "65.00", "11.776K"]
     assert lines["LoRA attention layers"] == ["-"] * 9
     assert "cell(s) without a record are shown as a dash" in md
@@ -111,7 +112,7 @@ def test_stale_and_broken_records_are_reported_not_mixed(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["grid=table9"], "unknown grid 'table9'"),
-    (["format=pdf"], "format must be md, latex or both"),
+    (["format=pdf"], "format must be one of md, latex, json, both, all"),
     (["colour=red"], "unknown key 'colour'"),
 ])
 def test_bad_input(args, message, tmp_path, capsys):
@@ -143,3 +144,72 @@ def test_figures_are_written_as_png_and_pdf(tmp_path):
                  "table2_fig5_function_parameters"):
         for ext in ("png", "pdf"):
             assert (figs / f"{name}.{ext}").stat().st_size > 1000, name
+
+
+# ---- evidence: intervals, paired tests, tidy JSON, claims -------------------------------------
+def _paired_store(tmp_path, diffs=(2.0, 3.0, 4.0), grid="table3", a="vanilla_mul", b="vanilla_add", base=50.0):
+    for seed, d in enumerate(diffs):
+        make_record(tmp_path, grid, "cifar10", "2-2", b, seed, base + seed, base + seed, 9728)
+        make_record(tmp_path, grid, "cifar10", "2-2", a, seed, base + seed + d, base + seed + d, 9728)
+
+
+def test_json_rows_carry_mean_ci_and_the_paired_test(tmp_path):
+    _paired_store(tmp_path)
+    assert report_main([f"store={tmp_path}", "grid=table3", "figures=false", "format=json",
+                        "reference=vanilla_add"]) == 0
+    rows = json.loads((tmp_path / "report" / "table3.json").read_text())
+    la = {r["method"]: r for r in rows if r["metric"] == "la"}
+    mul = la["vanilla_mul"]
+    for key in ("grid", "method", "dataset", "split", "metric", "mean", "std", "ci95", "n", "p_value", "diff",
+                "diff_ci95"):
+        assert key in mul
+    # Hand-computed: LA 52, 54, 56 -> mean 54, std 2, t(0.975, 2) = 4.302653 -> 4.302653 * 2 / sqrt(3)
+    assert mul["mean"] == pytest.approx(54.0) and mul["std"] == pytest.approx(2.0)
+    assert mul["ci95"] == pytest.approx(4.968275, rel=1e-6) and mul["n"] == 3
+    # Differences 2, 3, 4 -> mean 3, std 1, half-width 4.302653 / sqrt(3); t = 3 sqrt(3) with df 2, whose
+    # two-sided p is 1 - t / sqrt(t^2 + 2) = 1 - sqrt(27 / 29) = 0.035098
+    assert mul["diff"] == pytest.approx(3.0) and mul["diff_ci95"] == pytest.approx(2.484138, rel=1e-6)
+    assert mul["p_value"] == pytest.approx(1 - (27 / 29) ** 0.5, rel=1e-6) and mul["significant"] is True
+    assert "diff" not in la["vanilla_add"] and la["vanilla_add"]["reference"] == "vanilla_add"
+    assert not (tmp_path / "report" / "table3.md").exists()  # format=json writes JSON only
+
+
+def test_holm_correction_and_the_paired_table(tmp_path):
+    from bench.report.stats import holm, paired
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    p = paired({0: 1.0, 1: 2.0, 2: 4.0}, {0: 0.0, 1: 0.0, 2: 1.0})
+    # diffs 1, 2, 3: t = 2 sqrt(3), df 2 -> p = 1 - sqrt(12 / 14)
+    assert p.diff == pytest.approx(2.0) and p.p_value == pytest.approx(1 - (12 / 14) ** 0.5, rel=1e-6)
+    assert p.p_wilcoxon is None
+    w = paired({s: float(s + (s % 3)) for s in range(8)}, {s: float(s) for s in range(8)})
+    assert w.p_wilcoxon is not None  # from 6 pairs on
+    _paired_store(tmp_path)
+    assert report_main([f"store={tmp_path}", "grid=table3", "figures=false", "reference=vanilla_add"]) == 0
+    md = (tmp_path / "report" / "table3.md").read_text()
+    assert "Paired differences to vanilla_add" in md and "+3.00 ± 2.48 (p 0.0351)*" in md
+
+
+def test_claim_verdicts_on_a_synthetic_store(tmp_path, capsys):
+    from bench.report.claims import decide
+
+    assert decide("greater", 3.0, 1.0, 0)[0] == "holds"
+    assert decide("greater", 0.5, 1.0, 0)[0] == "not significant"
+    assert decide("greater", -3.0, 1.0, 0)[0] == "contradicted"
+    assert decide("equivalent", 0.2, 0.5, 2.0)[0] == "holds"
+    assert decide("not_worse", -3.0, 0.5, 1.0)[0] == "contradicted"
+    _paired_store(tmp_path)  # mul beats add by 3 +- 2.48: holds
+    for seed, d in enumerate((-1.0, 1.0, 0.5)):  # mul-add within +-1 of mul, but only 3 noisy seeds
+        make_record(tmp_path, "table3", "cifar10", "2-2", "mul_add", seed, 50.0 + seed + 3 + d, 50.0, 19456)
+    assert report_main([f"store={tmp_path}", "grid=table3", "figures=false", "compare=paper"]) == 0
+    verdicts = {v["claim"]: v for v in json.loads((tmp_path / "report" / "claims.json").read_text())}
+    assert verdicts["mul_beats_add"]["verdict"] == "holds" and verdicts["mul_beats_add"]["n"] == 3
+    assert verdicts["mul_beats_add"]["diff"] == pytest.approx(3.0)
+    assert verdicts["mul_matches_mul_add"]["verdict"] == "not significant"
+    assert "**holds**" in (tmp_path / "report" / "claims.md").read_text()
+    # Reversed numbers contradict the claim.
+    other = tmp_path / "other"
+    _paired_store(other, diffs=(-5.0, -6.0, -7.0))
+    assert report_main([f"store={other}", "grid=table3", "figures=false", "compare=paper"]) == 0
+    v = {v["claim"]: v for v in json.loads((other / "report" / "claims.json").read_text())}
+    assert v["mul_beats_add"]["verdict"] == "contradicted"

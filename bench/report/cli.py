@@ -1,15 +1,20 @@
 """Render the paper's tables and figures from the records of a store.
 
-    python -m bench.report [store=PATH] [grid=NAME] [format=md|latex|both] [out=DIR] [compare=paper]
+    python -m bench.report [store=PATH] [grid=NAME] [format=md|latex|json|both|all] [out=DIR]
+                           [compare=paper] [reference=METHOD]
 
-Reads STORE/records/GRID/*.json, aggregates over seeds (mean, std, n), writes a markdown
-and a LaTeX (booktabs) file per grid under OUT (default STORE/report) plus figures (PNG
-and PDF), and prints the markdown tables. A record that is unreadable, lacks a field,
-or is stale (its config differs from what the grid resolves to now) is reported and left
-out; every table that can be rendered still is.
+Reads STORE/records/GRID/*.json, aggregates over seeds (mean, std, n, 95% CI), compares
+every method with a reference (default funlora where the grid has it) paired by seed
+(difference, CI, Holm-corrected paired t-test), and writes per grid under OUT (default
+STORE/report) a markdown file, a LaTeX (booktabs) file and a tidy JSON file of the same
+numbers, plus figures (PNG and PDF); it prints the markdown tables. ``compare=paper``
+adds the paper's published values and checks its claims (claims.md / claims.json). A
+record that is unreadable, lacks a field, or is stale (its config differs from what the
+grid resolves to now) is reported and left out; every table that can be rendered still is.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,9 +23,12 @@ import yaml
 from .. import grids
 from ..config import parse_known
 from ..errors import BenchError, cli
-from . import figures, records, render, tables
+from ..record import write_json_atomic
+from . import claims, evidence, figures, records, render, tables
 
-KEYS = {"store": "results/store", "grid": None, "format": "both", "out": None, "compare": None, "figures": True}
+KEYS = {"store": "results/store", "grid": None, "format": "all", "out": None, "compare": None, "figures": True,
+        "reference": None}
+FORMATS = {"md": {"md"}, "latex": {"latex"}, "json": {"json"}, "both": {"md", "latex"}, "all": {"md", "latex", "json"}}
 PAPER = Path(__file__).with_name("paper_values.yaml")
 
 
@@ -63,36 +71,64 @@ def main(argv: list[str]) -> int:
         return 0
     args = parse_known(argv, KEYS)
     opt = {**KEYS, **args}
-    if opt["format"] not in ("md", "latex", "both"):
-        raise BenchError(f"format must be md, latex or both, got {opt['format']!r}")
+    if opt["format"] not in FORMATS:
+        raise BenchError(f"format must be one of {', '.join(FORMATS)}, got {opt['format']!r}")
+    formats = FORMATS[opt["format"]]
     if opt["compare"] not in (None, "paper"):
         raise BenchError(f"compare takes only 'paper', got {opt['compare']!r}")
     grid = opt["grid"]
     if grid is not None and grid not in grids.available():
         raise BenchError(f"unknown grid {grid!r}; grids: {', '.join(grids.available())}")
+    out = Path(opt["out"]) if opt["out"] else Path(opt["store"]) / "report"
+    if out.exists() and not out.is_dir():
+        raise BenchError(f"out={out} is a file; give a directory for the report")
     loaded = records.load(opt["store"], grid)
     for line in loaded.problems + loaded.stale:
         print(f"warning: {line}", file=sys.stderr)
     if loaded.frame.empty:
         raise BenchError(f"no usable record in {opt['store']}/records" + (f"/{grid}" if grid else ""))
-    out = Path(opt["out"]) if opt["out"] else Path(opt["store"]) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    reference = opt["reference"]
+    if reference is not None and not (loaded.frame["method"] == reference).any():
+        raise BenchError(f"reference={reference!r} has no record here; methods: "
+                         + ", ".join(sorted(loaded.frame["method"].unique())))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot write the report to {out}: {exc.strerror}") from None
     for name, df in loaded.frame.groupby("grid", sort=True):
-        built = tables.build(name, df)
+        rows = evidence.tidy(name, df, reference)
+        built = tables.build(name, df) + evidence.paired_table(name, rows)
         if opt["compare"] == "paper":
             built += paper_tables(name)
         md = "\n".join(render.markdown(t) for t in built)
         print(f"## {name} ({len(df)} records)\n\n{md}")
-        if opt["format"] in ("md", "both"):
-            (out / f"{name}.md").write_text(f"## {name}\n\n{md}")
-        if opt["format"] in ("latex", "both"):
-            (out / f"{name}.tex").write_text("\n".join(render.latex(t) for t in built))
+        if "md" in formats:
+            write_text_atomic(out / f"{name}.md", f"## {name}\n\n{md}")
+        if "latex" in formats:
+            write_text_atomic(out / f"{name}.tex", "\n".join(render.latex(t) for t in built))
+        if "json" in formats:
+            write_json_atomic(out / f"{name}.json", rows)
         if opt["figures"]:
             for path in figures.all_figures(name, df, out / "figures"):
                 if path.suffix == ".png":
                     print(f"figure: {path}")
+    if opt["compare"] == "paper":
+        verdicts = claims.check(loaded.frame)
+        text = claims.markdown(verdicts)
+        print(text)
+        write_text_atomic(out / "claims.md", text)
+        write_json_atomic(out / "claims.json", claims.to_json(verdicts))
     if loaded.problems or loaded.stale:
         print(f"{len(loaded.problems)} unreadable and {len(loaded.stale)} stale record(s) left out (see warnings)",
               file=sys.stderr)
     print(f"tables and figures in {out}")
     return 0
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

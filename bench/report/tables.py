@@ -14,6 +14,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .. import grids, strategies
+from .stats import summarize
 
 def name_of(method: str) -> str:
     """The row name of ``method`` (its class's or strategy's ``title``)."""
@@ -22,17 +23,21 @@ def name_of(method: str) -> str:
 
 @dataclass
 class Stat:
+    """A table cell over seeds: mean, std, n and the 95% CI half-width (shown as mean ± half-width)."""
+
     mean: float
     std: float
     n: int
     digits: int = 2
     ppc: bool = False
+    ci95: float = math.nan
+    mark: str = ""
 
     def text(self) -> str:
         if self.ppc:
             return f"{self.mean / 1000:.3f}K"
         s = f"{self.mean:.{self.digits}f}"
-        return s + (f" ± {self.std:.{self.digits}f}" if self.n > 1 else "")
+        return s + (f" ± {self.ci95:.{self.digits}f}" if self.n > 1 and math.isfinite(self.ci95) else "") + self.mark
 
 
 @dataclass
@@ -50,11 +55,10 @@ class Table:
 
 
 def stat(values: pd.Series, digits: int = 2, ppc: bool = False) -> Stat | None:
-    values = values.dropna()
-    if values.empty:
+    s = summarize(values.dropna().tolist())
+    if s is None:
         return None
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return Stat(float(values.mean()), std, int(len(values)), digits, ppc)
+    return Stat(s.mean, s.std, s.n, digits, ppc, s.ci95)
 
 
 def _opts(row_options: str) -> dict:
@@ -92,6 +96,10 @@ def _note(table: Table) -> Table:
     n = table.missing()
     if n:
         table.footnotes.append(f"{n} cell(s) without a record are shown as a dash.")
+    ns = sorted({v.n for r in table.rows for v in r[1:] if isinstance(v, Stat) and not v.ppc})
+    if ns and ns[-1] > 1:
+        count = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]} to {ns[-1]}"
+        table.footnotes.append(f"mean ± half-width of the 95% confidence interval (Student t) over seeds, {count}.")
     return table
 
 

@@ -26,11 +26,13 @@ class Adapters(Strategy):
         cell = self.cell
         if t == 1:
             info = cell.train_backbone()
+            cell.seed_stage("adapter-attach")  # e.g. shared random projections drawn at attach
             self._adapter = methods.build(cell.method_name, **cell.options).attach(cell.unet)
             return info
+        cell.seed_stage("adapter-init", t)  # random initial factors, whether the backbone was cached or not
         self._adapter.add_classes(classes)
         x, y = cell.task_data(classes)
         info = cell.train_generator(t, x, y, self._adapter.trainable_parameters(), self._adapter,
-                                    cell.paths.generator(t), cell.schedule("adapter"))
+                                    cell.paths.generator(t), cell.schedule("adapter"), stage="adapter")
         self._adapter.set_trainable([])
         return info

@@ -27,4 +27,5 @@ class Finetune(Strategy):
         x, y = self.training_data(t, classes)
         schedule = cell.schedule("adapter")
         schedule.lr = cell.cfg["generator"]["task1"]["lr"]
-        return cell.train_generator(t, x, y, cell.unfreeze_backbone(), cell.unet, cell.paths.generator(t), schedule)
+        return cell.train_generator(t, x, y, cell.unfreeze_backbone(), cell.unet, cell.paths.generator(t), schedule,
+                                  stage="retrain")

@@ -22,7 +22,7 @@ class MultitaskGenerator(Strategy):
         every = [c for task in cell.data.tasks for c in task]
         x, y = cell.task_data(every)
         self._info = cell.train_generator(1, x, y, cell.unfreeze_backbone(), cell.unet, cell.paths.generator(0),
-                                          cell.schedule("task1"))
+                                          cell.schedule("task1"), stage="multitask")
 
     def train(self, t, classes):
         return self._info if t == 1 else GeneratorInfo()

@@ -16,5 +16,5 @@ class Replay(Finetune):
         cell = self.cell
         x, y = cell.task_data(classes)
         old = [c for task in cell.data.tasks[:t - 1] for c in task]
-        rx, ry, _, _ = cell.synthesize(cell.unet, old, seed=cell.cfg["seed"] * 7919 + t)
+        rx, ry, _, _ = cell.synthesize(cell.unet, old, "replay-sampling", t)
         return torch.cat([x, rx]), torch.cat([y, ry])

@@ -1,0 +1,129 @@
+"""Check the paper's qualitative claims (claims.yaml) against a store's records.
+
+Each claim compares method rows of one grid paired by seed (per dataset x split x solver
+setting and per scale) and gets a verdict from the paired 95% CI: ``holds``,
+``not significant`` or ``contradicted``, with the difference and CI behind it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from ..errors import BenchError
+from ..grids import method_label
+from .stats import paired
+
+CLAIMS = Path(__file__).with_name("claims.yaml")
+KINDS = ("greater", "less", "not_worse", "equivalent")
+
+
+@dataclass
+class Verdict:
+    claim: str
+    text: str
+    source: str
+    grid: str
+    scale: str
+    setting: str
+    a: str
+    b: str
+    metric: str
+    verdict: str
+    diff: float | None
+    diff_ci95: float | None
+    n: int
+    why: str
+
+
+def load_claims(path: Path = CLAIMS) -> list[dict[str, Any]]:
+    claims = (yaml.safe_load(path.read_text()) or {}).get("claims", [])
+    for c in claims:
+        if c.get("kind") not in KINDS:
+            raise BenchError(f"{path}: claim {c.get('id')!r} has kind {c.get('kind')!r}; kinds: {', '.join(KINDS)}")
+    return claims
+
+
+def _rows(df: pd.DataFrame, method: dict) -> pd.DataFrame:
+    opts = {k: v for k, v in method.items() if k != "name"}
+    mask = df["method"] == method["name"]
+    if opts:
+        mask &= df["options"].map(lambda o: all(json.loads(o).get(k) == v for k, v in opts.items()))
+    else:  # the method with its defaults: no option other than the grid's layers
+        mask &= df["options"].map(lambda o: not {k for k in json.loads(o) if k != "layers"})
+    return df[mask]
+
+
+def decide(kind: str, diff: float, hw: float, margin: float) -> tuple[str, str]:
+    """Verdict of one paired difference (a - b) with CI half-width ``hw``."""
+    lo, hi = diff - hw, diff + hw
+    if not math.isfinite(hw):
+        return "not significant", "one seed: no interval"
+    if kind == "greater":
+        return ("holds", "CI above 0") if lo > 0 else ("contradicted", "CI below 0") if hi < 0 else \
+            ("not significant", "CI contains 0")
+    if kind == "less":
+        return ("holds", "CI below 0") if hi < 0 else ("contradicted", "CI above 0") if lo > 0 else \
+            ("not significant", "CI contains 0")
+    if kind == "not_worse":
+        return ("holds", f"CI above -{margin:g}") if lo > -margin else \
+            ("contradicted", f"CI below -{margin:g}") if hi < -margin else ("not significant", f"CI contains -{margin:g}")
+    # equivalent
+    if -margin < lo and hi < margin:
+        return "holds", f"CI inside ±{margin:g}"
+    if lo > margin or hi < -margin:
+        return "contradicted", f"CI outside ±{margin:g}"
+    return "not significant", f"CI crosses ±{margin:g}"
+
+
+def check(df: pd.DataFrame, claims: list[dict[str, Any]] | None = None) -> list[Verdict]:
+    """Verdicts of every claim whose grid has records in ``df`` (one per pair, setting and scale)."""
+    out: list[Verdict] = []
+    for c in claims if claims is not None else load_claims():
+        part = df[df["grid"] == c["grid"]]
+        bs = c["b"] if isinstance(c["b"], list) else [c["b"]]
+        for (scale, ds, sp, solver, steps, layers), sub in part.groupby(
+                ["scale", "dataset", "split", "solver", "steps", "layers"], sort=True, dropna=False):
+            setting = f"{ds} {sp}" + ("" if pd.isna(steps) or solver == "dopri5" else f" {solver}{int(steps)}") + \
+                      ("" if layers in ("auto", None) else f" layers {layers}")
+            ra = _rows(sub, c["a"])
+            for b in bs:
+                rb = _rows(sub, b)
+                if ra.empty or rb.empty:
+                    continue
+                p = paired(dict(zip(ra["seed"], ra[c["metric"]])), dict(zip(rb["seed"], rb[c["metric"]])))
+                if p is None:
+                    continue
+                verdict, why = decide(c["kind"], p.diff, p.diff_ci95, float(c.get("margin", 0.0)))
+                if c.get("ppc"):
+                    pa, pb = ra["ppc"].iloc[0], rb["ppc"].iloc[0]
+                    lower_ok = pa < pb if c["ppc"] == "a_lower" else pb < pa
+                    if not lower_ok:
+                        verdict, why = "contradicted", f"PPC {pa} vs {pb}"
+                    else:
+                        why += f"; PPC {pa} vs {pb}"
+                out.append(Verdict(c["id"], c["claim"], c["source"], c["grid"], str(scale), setting,
+                                   method_label(c["a"]), method_label(b), c["metric"], verdict, p.diff,
+                                   p.diff_ci95 if math.isfinite(p.diff_ci95) else None, p.n, why))
+    return out
+
+
+def markdown(verdicts: list[Verdict]) -> str:
+    if not verdicts:
+        return "### The paper's claims\n\nNo claim's grid has records in this store.\n"
+    lines = ["### The paper's claims", "", "| claim | scale | setting | comparison | verdict | difference (95% CI) | n | why |",
+             "|:--|:--|:--|:--|:--|:--|--:|:--|"]
+    for v in verdicts:
+        ci = "" if v.diff_ci95 is None else f" ± {v.diff_ci95:.2f}"
+        lines.append(f"| {v.text} ({v.source}) | {v.scale} | {v.setting} | {v.metric}: {v.a} vs {v.b} | "
+                     f"**{v.verdict}** | {v.diff:+.2f}{ci} | {v.n} | {v.why} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(verdicts: list[Verdict]) -> list[dict]:
+    return [asdict(v) for v in verdicts]
