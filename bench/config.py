@@ -52,6 +52,20 @@ class ClassifierConfig:
 
 
 @dataclass
+class TuneConfig:
+    """``tune=lr``: pick the adapter learning rate among ``lr`` on a validation split carved from
+    the training data (``val_per_class`` images per class), by ``criterion`` (``loss``: held-out
+    flow-matching loss of the task's new classes; ``la``: validation accuracy), on the first
+    adapter task (``tasks=first``) or averaged over every adapter task (``tasks=all``)."""
+
+    name: Optional[str] = None
+    lr: list[float] = field(default_factory=lambda: [1e-4, 2e-4, 5e-4, 1e-3])
+    criterion: str = "loss"
+    val_per_class: int = 500
+    tasks: str = "first"
+
+
+@dataclass
 class CellConfig:
     """One cell: dataset x split x method x solver x seed at a scale, and where things go."""
 
@@ -78,6 +92,7 @@ class CellConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 def typed_merge(schema: type, *layers: dict, what: str = "") -> dict[str, Any]:
@@ -101,6 +116,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "classifier": {"epochs": 30, "batch_size": 100, "lr": 0.1, "momentum": 0.9,
                        "weight_decay": 5e-4, "augment": True},
         "solver": {"name": "dopri5", "atol": 1e-4, "rtol": 1e-4, "steps": 100},
+        "tune": {"name": None, "lr": [1e-4, 2e-4, 5e-4, 1e-3], "criterion": "loss", "val_per_class": 500,
+                 "tasks": "first"},
     },
     "cpu": {
         "model": "small", "image_size": 16, "train_per_class": 1000, "test_per_class": None,
@@ -114,6 +131,8 @@ SCALES: dict[str, dict[str, Any]] = {
         "classifier": {"epochs": 4, "batch_size": 128, "lr": 0.05, "momentum": 0.9,
                        "weight_decay": 5e-4, "augment": True},
         "solver": {"name": "midpoint", "atol": 1e-4, "rtol": 1e-4, "steps": 6},
+        "tune": {"name": None, "lr": [1e-3, 3e-3, 1e-2, 3e-2], "criterion": "loss", "val_per_class": 100,
+                 "tasks": "first"},
     },
     "smoke": {
         "model": "tiny", "image_size": 8, "train_per_class": 40, "test_per_class": 30,
@@ -125,6 +144,7 @@ SCALES: dict[str, dict[str, Any]] = {
         "classifier": {"epochs": 1, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
                        "weight_decay": 5e-4, "augment": True},
         "solver": {"name": "euler", "atol": 1e-4, "rtol": 1e-4, "steps": 2},
+        "tune": {"name": None, "lr": [1e-3, 1e-2], "criterion": "loss", "val_per_class": 8, "tasks": "first"},
     },
 }
 
@@ -158,8 +178,8 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
-        if key == "method":
-            key = "method.name"
+        if key in ("method", "tune"):  # method=NAME and tune=lr name a group: NAME is its .name
+            key = f"{key}.name"
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
@@ -275,6 +295,16 @@ def validate(cfg: dict[str, Any]) -> None:
         raise BenchError(f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
     if cfg["fid_extractor"] not in ("auto", "inception", "classifier"):
         raise BenchError(f"fid_extractor must be auto, inception or classifier, got {cfg['fid_extractor']!r}")
+    tune = cfg["tune"]
+    if tune["name"] not in (None, "lr"):
+        raise BenchError(f"tune takes only 'lr' (the adapter learning rate), got {tune['name']!r}")
+    if not tune["lr"] or any(v <= 0 for v in tune["lr"]):
+        raise BenchError(f"tune.lr must be a non-empty list of positive learning rates, got {tune['lr']!r}")
+    if tune["criterion"] not in ("loss", "la"):
+        raise BenchError(f"tune.criterion must be loss or la, got {tune['criterion']!r}")
+    if tune["tasks"] not in ("first", "all"):
+        raise BenchError(f"tune.tasks must be first or all, got {tune['tasks']!r}")
+    _positive(cfg, "tune.val_per_class")
     if cfg["class_order"] not in ("natural", "permuted"):
         raise BenchError(f"class_order must be natural or permuted, got {cfg['class_order']!r}")
 

@@ -2,7 +2,7 @@
 
 A grid declares ``axes`` (``data`` entries {dataset, split}, ``method`` names or
 {name, option...}, ``layers``, ``solver``, ``seed``) and ``fixed`` settings. Cells are the
-Cartesian product. ``seeds=[..]`` and ``datasets=[..]`` narrow or widen the seed and data
+Cartesian product. ``seeds=3`` (seeds 0, 1, 2), ``seeds=[..]`` and ``datasets=[..]`` narrow or widen the seed and data
 axes; ``scale=cpu`` or ``scale=smoke`` swap the data axis for the grid's ``cpu_data``
 (Fashion-MNIST with the paper's 10-class split) where the paper's data cannot serve.
 """
@@ -101,8 +101,13 @@ def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
     fixed = {**grid.get("fixed", {}), **overrides}
     scale = fixed.get("scale", "paper")
     axes = grid["axes"]
+    if isinstance(seeds, bool) or (isinstance(seeds, int) and seeds < 1):
+        raise BenchError(f"seeds must be a count (seeds=3: seeds 0, 1, 2) or a list (seeds=[0,5]), got {seeds!r}")
     if isinstance(seeds, int):
-        seeds = [seeds]
+        seeds = list(range(seeds))
+    if seeds is not None and (not isinstance(seeds, list) or not seeds
+                              or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise BenchError(f"seeds must be a count (seeds=3: seeds 0, 1, 2) or a list of integers, got {seeds!r}")
     if isinstance(datasets, str):
         datasets = [datasets]
     values = {

@@ -129,6 +129,7 @@ class Cell:
         self.progress = bool(cfg.get("progress", True))
         self.solver = SolverConfig.from_dict(cfg["solver"])
         self.strategy = strategies.for_method(self.method_name)(self)
+        self.tuning: dict | None = None  # tune=lr: candidates, scores and the chosen learning rate
 
     # ---- stages offered to the strategies -----------------------------------------------
     def stage_seed(self, stage: str, task: int = 0) -> int:
@@ -140,8 +141,12 @@ class Cell:
         return seed_all(self.stage_seed(stage, task))
 
     def schedule(self, which: str) -> Schedule:
-        """The ``task1`` or ``adapter`` schedule of this cell's config (a fresh copy)."""
-        return Schedule.from_dict(self.cfg["generator"][which])
+        """The ``task1`` or ``adapter`` schedule of this cell's config (a fresh copy; the adapter
+        learning rate is the tuned one after ``tune=lr``)."""
+        schedule = Schedule.from_dict(self.cfg["generator"][which])
+        if which == "adapter" and self.tuning is not None:
+            schedule.lr = self.tuning["lr"]["chosen"]
+        return schedule
 
     def task_data(self, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Real training images and labels of ``classes`` (model space)."""
@@ -264,7 +269,7 @@ class Cell:
             embedding_params_per_class=adapter.embedding_params_per_class() if adapter is not None else 0,
             trainable_per_task=trainable,
             analysis=adapter_analysis(adapter) if adapter is not None else None,
-            nfe=[NFE(**n) for n in nfe], quality=quality,
+            nfe=[NFE(**n) for n in nfe], quality=quality, tuning=self.tuning,
             seconds=Seconds(**seconds, total=sum(sum(v) for v in seconds.values())),
             device=str(self.device), torch=torch.__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), config=cfg)

@@ -7,11 +7,10 @@ naming the file and the field, so a damaged or hand-edited record never reaches 
 from __future__ import annotations
 
 import json
-import math
 import os
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -77,6 +76,7 @@ class Record:
     schema: int = SCHEMA
     analysis: Optional[dict[str, list[dict[str, Any]]]] = None
     quality: Optional[dict[str, Any]] = None
+    tuning: Optional[dict[str, Any]] = None
     grid: Optional[str] = None
     label: Optional[str] = None
 
@@ -200,8 +200,4 @@ def _default(obj: Any) -> Any:
         return str(obj)
 
 
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-__all__ = ["Record", "CellInfo", "NFE", "Seconds", "SCHEMA", "write_json_atomic", "field"]
+__all__ = ["Record", "CellInfo", "NFE", "Seconds", "SCHEMA", "write_json_atomic"]

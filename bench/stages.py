@@ -29,8 +29,10 @@ def generator_key(cfg: dict) -> str:
     """Key of the generators of tasks > 1: the backbone plus method and its schedule (not the solver)."""
     from . import strategies
 
-    extra = {"method": cfg["method"], "schedule": cfg["generator"]["adapter"],
-             **strategies.for_method(cfg["method"]["name"]).stage_keys(cfg)}
+    strategy = strategies.for_method(cfg["method"]["name"])
+    extra = {"method": cfg["method"], "schedule": cfg["generator"]["adapter"], **strategy.stage_keys(cfg)}
+    if strategy.tunable and cfg["tune"]["name"]:
+        extra["tune"] = cfg["tune"]  # the adapters are trained with the learning rate the tuning chose
     return key_of({"backbone": backbone_key(cfg), **extra})
 
 
@@ -63,6 +65,7 @@ class StagePaths:
         self.evaluations = root / "evaluations" / evaluation_key(cfg)
         self.first_task = root / "evaluations" / f"task1-real-{first_task_key(cfg)}.json"
         self.feature_net = root / "feature_nets" / f"{feature_net_key(cfg)}.pt"
+        self.tuning = root / "tuning" / generator_key(cfg)
 
     def generator(self, task: int) -> Path:
         return self.generators / f"task{task}.pt"

@@ -213,3 +213,15 @@ def test_claim_verdicts_on_a_synthetic_store(tmp_path, capsys):
     assert report_main([f"store={other}", "grid=table3", "figures=false", "compare=paper"]) == 0
     v = {v["claim"]: v for v in json.loads((other / "report" / "claims.json").read_text())}
     assert v["mul_beats_add"]["verdict"] == "contradicted"
+
+
+def test_tuned_learning_rates_are_shown(tmp_path):
+    for seed, chosen in ((0, 0.01), (1, 0.003)):
+        for method in ("vanilla_mul", "vanilla_add"):
+            make_record(tmp_path, "table3", "cifar10", "2-2", method, seed, 60.0 + seed, 61.0, 9728,
+                        tuning={"lr": {"candidates": [0.003, 0.01], "scores": [0.5 + seed, 0.4], "chosen": chosen,
+                                       "criterion": "loss", "tasks": [2]}})
+    assert report_main([f"store={tmp_path}", "grid=table3"]) == 0
+    md = (tmp_path / "report" / "table3.md").read_text()
+    assert "Tuned adapter learning rates (loss)" in md and "| 0.01, 0.003 " in md
+    assert (tmp_path / "report" / "figures" / "table3_tuning.png").stat().st_size > 1000

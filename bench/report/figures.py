@@ -93,8 +93,28 @@ def function_parameters(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
     return _save(g.figure, out, f"{grid}_fig5_function_parameters")
 
 
+def tuning_curves(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
+    """tune=lr: the criterion against the candidate learning rate, per method (mean and spread over seeds)."""
+    if "tuning" not in df:
+        return []
+    rows = []
+    for method, t in zip(df["method"], df["tuning"]):
+        if isinstance(t, str):
+            entry = json.loads(t)
+            rows += [{"method": method, "lr": lr, "score": s, "criterion": entry["criterion"]}
+                     for lr, s in zip(entry["candidates"], entry["scores"])]
+    if not rows:
+        return []
+    data = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    sns.lineplot(data=data, x="lr", y="score", hue="method", marker="o", errorbar="sd", ax=ax)
+    label = "held-out flow-matching loss" if data["criterion"].iloc[0] == "loss" else "validation accuracy (%)"
+    ax.set(xscale="log", xlabel="adapter learning rate", ylabel=label, title="tune=lr: criterion per candidate")
+    return _save(fig, out, f"{grid}_tuning")
+
+
 def all_figures(grid: str, df: pd.DataFrame, out: Path) -> list[Path]:
-    paths = accuracy_per_task(df, out, grid)
+    paths = accuracy_per_task(df, out, grid) + tuning_curves(df, out, grid)
     if grid == "table7":
         paths += accuracy_vs_nfe(df, out, grid)
     for fn in (importance, rank, function_parameters):

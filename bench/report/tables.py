@@ -224,6 +224,28 @@ def quality_table(grid, df):
     return tables
 
 
+def tuning_table(grid, df):
+    """tune=lr: the learning rate chosen per method (over seeds) and the mean criterion per candidate."""
+    part = df.dropna(subset=["tuning"]) if "tuning" in df else df.iloc[:0]
+    if part.empty:
+        return []
+    body, candidates, criterion = [], None, None
+    for (ds, sp, method, options), sub in part.groupby(["dataset", "split", "method", "options"], sort=False):
+        entries = [json.loads(t) for t in sub["tuning"]]
+        candidates, criterion = entries[0]["candidates"], entries[0]["criterion"]
+        chosen = ", ".join(f"{e['chosen']:g}" for e in entries)
+        means = [stat(pd.Series([e["scores"][i] for e in entries]), digits=4) for i in range(len(candidates))]
+        label = grids.method_label({"name": method, **json.loads(options)})
+        body.append([f"{label} ({ds} {sp})", chosen] + means)
+    header = ["Method", "chosen lr (per seed)"] + [f"lr {c:g}" for c in candidates]
+    t = Table(f"{grid['name']}_tuning", f"Tuned adapter learning rates ({criterion})", header, body,
+              {i + 2: ("min" if criterion == "loss" else "max") for i in range(len(candidates))})
+    t.footnotes.append("Criterion on a validation split of the training data (never the test set): "
+                       + ("held-out flow-matching loss, lower is better." if criterion == "loss"
+                          else "validation accuracy, higher is better."))
+    return [t]
+
+
 BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
             "table7": table7, "forgetting": forgetting_table}
 
@@ -235,7 +257,7 @@ def build(grid_name: str, df: pd.DataFrame) -> list[Table]:
         return time_table({"name": grid_name}, df)
     layout = grid.get("layout", grid_name)
     tables = BUILDERS.get(layout, table5)(grid, df)
-    return tables + time_table(grid, df) + quality_table(grid, df)
+    return tables + tuning_table(grid, df) + time_table(grid, df) + quality_table(grid, df)
 
 
 def is_finite(v) -> bool:

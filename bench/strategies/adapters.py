@@ -13,6 +13,7 @@ class Adapters(Strategy):
     title = "Adapters"
     description = "frozen task-1 backbone + per-class adapters of a method in methods/"
     takes_method_options = True
+    tunable = True
 
     def __init__(self, cell):
         super().__init__(cell)
@@ -26,6 +27,10 @@ class Adapters(Strategy):
         cell = self.cell
         if t == 1:
             info = cell.train_backbone()
+            if cell.cfg["tune"]["name"] == "lr":  # on copies of the plain backbone, before it is adapted
+                from ..tuning import tune_lr
+
+                cell.tuning = {"lr": tune_lr(cell)}
             cell.seed_stage("adapter-attach")  # e.g. shared random projections drawn at attach
             self._adapter = methods.build(cell.method_name, **cell.options).attach(cell.unet)
             return info

@@ -6,6 +6,7 @@ Hooks (class attributes and methods; everything has a default):
   dataset x split x seed (trained once per sweep, reused by every method);
 - ``has_generator``: whether it trains a generator at all (the classifier bound does not);
 - ``takes_method_options``: whether ``method.*`` options mean something to it;
+- ``tunable``: whether ``tune=lr`` applies (its adapters' learning rate);
 - ``stage_keys(cfg)``: config, beyond the backbone, method and adapter schedule, that its
   generator stages depend on (their cache key);
 - ``start()``: work before task 1 (e.g. one generator on every class);
@@ -65,6 +66,7 @@ class Strategy:
     needs_backbone: ClassVar[bool] = True
     has_generator: ClassVar[bool] = True
     takes_method_options: ClassVar[bool] = False
+    tunable: ClassVar[bool] = False       # tune=lr picks its adapter learning rate
 
     def __init__(self, cell: "Cell"):
         self.cell = cell
