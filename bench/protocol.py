@@ -8,7 +8,6 @@ seen task. Stage outputs are checkpointed, so a killed cell resumes where it sto
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from . import data as data_mod
 from . import strategies
 from .classifier import accuracy_per_task, train_classifier
 from .errors import BenchError
+from .files import load_tensors, quarantine, read_json
 from .flow import SolverConfig, sample
 from .metrics import average_accuracies, summarize_nfe
 from .record import NFE, CellInfo, Record, Seconds, write_json_atomic
@@ -200,9 +200,9 @@ class Cell:
             trainable.append(gen.trainable)
             source = strategy.classifier_data(t)
             cached = self.paths.evaluation(t, shared_first_task=(t == 1 and source == "real"))
-            if cached.exists():
-                row = json.loads(cached.read_text())
-            else:
+            row = read_json(cached, lambda r: isinstance(r, dict) and isinstance(r.get("accuracy"), list)
+                            and len(r["accuracy"]) == t and all(isinstance(a, (int, float)) for a in r["accuracy"]))
+            if row is None:
                 row = self.evaluate(t, seen, source)
                 write_json_atomic(cached, row)
             seconds["sampling"].append(row["sampling_seconds"])
@@ -238,11 +238,16 @@ class Cell:
 
         d, path = self.data, self.paths.feature_net
         classes = list(range(self.dataset.num_classes))
-        if path.exists():
+        state = load_tensors(path)
+        if state is not None:
             net = build_resnet18(d.train_x.shape[1], len(classes))
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            net.classes = classes
-            return net.to(self.device).eval()
+            try:
+                net.load_state_dict(state)
+            except (RuntimeError, TypeError) as exc:
+                quarantine(path, f"not this feature net's weights ({type(exc).__name__})")
+            else:
+                net.classes = classes
+                return net.to(self.device).eval()
         net, _ = train_classifier(d.train_x, d.train_y, classes, self.cfg["classifier"], self.stage_seed("feature-net"),
                                   self.device, self.progress, desc="FID feature network")
         atomic_save(net.state_dict(), path)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .files import load_tensors, quarantine
 from .flow import cfm_loss
 
 
@@ -80,9 +81,13 @@ def done_marker(ckpt: Path) -> Path:
 
 
 def atomic_save(obj: object, path: Path) -> None:
+    """torch.save through a unique temporary name, flushed and fsynced, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.{time.time_ns()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -103,10 +108,12 @@ def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: 
     noise = torch.Generator(device="cpu").manual_seed(seed)
     ema = [p.detach().clone() for p in params]
     step, start = 0, 0
-    if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        if [tuple(t.shape) for t in state["params"]] != [tuple(p.shape) for p in params]:
-            raise RuntimeError(f"checkpoint {ckpt} does not match the parameters being trained")
+    state = load_tensors(ckpt, map_location=device) if ckpt is not None else None
+    if state is not None and (not isinstance(state, dict) or "params" not in state
+                              or [tuple(t.shape) for t in state["params"]] != [tuple(p.shape) for p in params]):
+        quarantine(ckpt, "not a checkpoint of the parameters being trained")
+        state = None
+    if state is not None:
         with torch.no_grad():
             for p, t in zip(params, state["params"]):
                 p.copy_(t)

@@ -17,7 +17,6 @@ backbone, method, schedule and tune settings, any solver) reuses the choice.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ import methods
 from .classifier import accuracy_per_task, train_classifier
 from .errors import BenchError
 from .flow import cfm_loss
+from .files import read_json
 from .record import write_json_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,7 +108,8 @@ def tune_lr(cell: "Cell") -> dict[str, Any]:
         raise BenchError("tune.criterion=la needs tune.tasks=first (later tasks need every earlier tuned adapter)")
     tasks = _tasks(cell)
     done_path = cell.paths.tuning / "scores.json"
-    done = json.loads(done_path.read_text()) if done_path.exists() else {}
+    done = read_json(done_path, lambda d: isinstance(d, dict) and all(isinstance(v, (int, float))
+                                                                      for v in d.values())) or {}
     for lr in tune["lr"]:
         for t in tasks:
             key = f"{lr:g}/task{t}"

@@ -34,6 +34,15 @@ def _expected_configs(grid: str, scale: str, seed: int, cache: dict) -> dict[str
     return cache[key]
 
 
+# Keys that say where and how fast a cell ran, never what it computed: a record made with
+# threads=1 or device=cuda is not stale.
+CIRCUMSTANTIAL = ("threads", "progress", "device", "data_root", "workdir", "out", "deterministic")
+
+
+def _results_config(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in CIRCUMSTANTIAL}
+
+
 def flatten(rec: Record, path: Path) -> dict:
     """One tidy row of a record: the axes, the metrics, the times, options and quality."""
     cell, cfg = rec.cell, rec.config
@@ -79,7 +88,7 @@ def load(store: str | Path, grid: str | None = None) -> Loaded:
         if g in grids.available():
             expected = _expected_configs(g, rec.cell.scale, rec.cell.seed, cache)
             label = rec.label or path.stem
-            if label in expected and expected[label] != rec.config:
+            if label in expected and _results_config(expected[label]) != _results_config(rec.config):
                 out.stale.append(f"{path}: its config differs from what grid {g} resolves to now")
                 continue
         rows.append(flatten(rec, path))

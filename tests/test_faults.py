@@ -1,0 +1,50 @@
+"""Damaged files, with real files: named in one line, moved aside (never deleted), recomputed."""
+import json
+
+from bench import config
+from bench.protocol import run_cell
+from bench.record import Record
+from bench.report.cli import main as report_main
+from bench.stages import StagePaths
+from bench.sweep import main as sweep_main
+
+
+def _cfg(tmp_path, method="vanilla_mul"):
+    return config.resolve({"dataset": "digits", "split": "6-2", "method": {"name": method}, "scale": "smoke",
+                           "progress": False, "workdir": str(tmp_path / "art")})
+
+
+def test_truncated_checkpoint_and_evaluation_are_recomputed(tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    first = run_cell(cfg, log=lambda *_: None)
+    paths = StagePaths(cfg, tmp_path / "art")
+    backbone, evaluation = paths.backbone, paths.evaluation(2)
+    backbone.write_bytes(backbone.read_bytes()[:1000])  # truncated mid-write
+    evaluation.write_text("")                            # zero bytes
+    paths.generator(3).write_bytes(b"")
+    second = run_cell(cfg, log=lambda *_: None)
+    err = capsys.readouterr().err
+    for path in (backbone, evaluation, paths.generator(3)):
+        assert f"{path} is damaged" in err
+        assert len(list(path.parent.glob(path.name + ".damaged-*"))) == 1  # kept aside, not deleted
+        assert path.exists()  # recomputed
+    assert second.accuracy == first.accuracy  # the same stages, recomputed from the same seeds
+
+
+def test_malformed_records_are_recomputed_by_the_sweep_and_skipped_by_the_report(tmp_path, capsys):
+    store = tmp_path / "store"
+    assert sweep_main(["grid=smoke", f"store={store}", "executor=debug"]) == 0
+    recs = sorted((store / "records" / "smoke").glob("*.json"))
+    recs[0].write_text("null")
+    bad = json.loads(recs[1].read_text())
+    bad["la"] = "high"
+    recs[1].write_text(json.dumps(bad))
+    capsys.readouterr()
+    assert report_main([f"store={store}", "figures=false"]) == 0
+    err = capsys.readouterr().err
+    assert "the record must be a mapping" in err and "field 'la' must be a number" in err
+    assert sweep_main(["grid=smoke", f"store={store}", "executor=debug"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("is corrupt") == 2
+    assert all(Record.load(p).la >= 0 for p in recs)
+    assert len(list((store / "records" / "smoke" / "stale").glob("*.json"))) == 2
