@@ -76,6 +76,34 @@ def solver_label(solver: dict[str, Any]) -> str:
     return f"{solver['name']}{solver.get('steps', '')}"
 
 
+def _narrow(grid: str, key: str, entries: list[dict], wanted: dict) -> list[dict]:
+    """The entries of an axis that agree with ``wanted`` on the keys they set (none: an error)."""
+    kept = [e for e in entries if all(e.get(k, v) == v for k, v in wanted.items())]
+    if not kept:
+        asked = ", ".join(f"{key}.{k}={v!r}" for k, v in wanted.items())
+        shown = "; ".join(", ".join(f"{k}={v}" for k, v in e.items()) for e in entries)
+        raise BenchError(f"{asked} is not on grid {grid}'s {key} axis ({shown}); narrow it to one of "
+                         f"those, or write a grid file (grid=my.yaml) for other values")
+    return [{**e, **wanted} for e in kept]
+
+
+def _narrow_methods(grid: str, entries: list[dict], wanted: dict) -> list[dict]:
+    """method=NAME narrows the method axis to NAME's rows; method.X=V keeps rows that set X to V
+    and sets X=V on rows that leave it to the default (the method then checks it)."""
+    if "name" in wanted:
+        rows = [e for e in entries if e["name"] == wanted["name"]]
+        if not rows:
+            raise BenchError(f"method={wanted['name']!r} is not in grid {grid} (its methods: "
+                             f"{', '.join(dict.fromkeys(e['name'] for e in entries))}); write a grid file "
+                             f"(grid=my.yaml) to run other methods")
+        entries = rows
+    options = {k: v for k, v in wanted.items() if k != "name"}
+    kept = [e for e in entries if all(e.get(k, v) == v for k, v in options.items())]
+    if not kept:
+        raise BenchError(f"no row of grid {grid} has {', '.join(f'method.{k}={v!r}' for k, v in options.items())}")
+    return [{**e, **options} for e in kept]
+
+
 def _data_axis(grid: dict, scale: str, datasets: list[str] | None) -> list[dict]:
     data = grid["axes"]["data"]
     if scale != "paper":
@@ -98,6 +126,11 @@ def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
     overrides = copy.deepcopy(overrides or {})
     seeds = overrides.pop("seeds", None)
     datasets = overrides.pop("datasets", None)
+    for key, use in (("seed", "seeds=[0,1] (or seeds=3 for seeds 0, 1, 2)"), ("dataset", "datasets=[...]"),
+                     ("split", "datasets=[...] with a grid file for other splits")):
+        if key in overrides:
+            raise BenchError(f"{key}= is an axis of grid {name}: use {use}")
+    method_override = overrides.pop("method", None)
     fixed = {**grid.get("fixed", {}), **overrides}
     scale = fixed.get("scale", "paper")
     axes = grid["axes"]
@@ -110,12 +143,24 @@ def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
         raise BenchError(f"seeds must be a count (seeds=3: seeds 0, 1, 2) or a list of integers, got {seeds!r}")
     if isinstance(datasets, str):
         datasets = [datasets]
+    solver_axis = grid.get("cpu_solver") if scale != "paper" and "cpu_solver" in grid else axes.get("solver")
+    if solver_axis and "solver" in overrides:
+        solver_axis = _narrow(name, "solver", solver_axis, overrides["solver"])
+    methods_axis = [_method_entry(m) for m in axes.get("method", [{"name": "vanilla_mul"}])]
+    layers_axis = axes.get("layers", [None])
+    if method_override is not None:
+        if not isinstance(method_override, dict):
+            method_override = {"name": method_override}
+        if "layers" in method_override and axes.get("layers"):
+            layers_axis = _narrow(name, "method", [{"layers": v} for v in layers_axis],
+                                  {"layers": method_override.pop("layers")})
+            layers_axis = [v["layers"] for v in layers_axis]
+        methods_axis = _narrow_methods(name, methods_axis, method_override)
     values = {
         "data": _data_axis(grid, scale, datasets),
-        "layers": axes.get("layers", [None]),
-        "method": [_method_entry(m) for m in axes.get("method", [{"name": "vanilla_mul"}])],
-        "solver": (grid.get("cpu_solver") if scale != "paper" and "cpu_solver" in grid else axes.get("solver"))
-        or [None],
+        "layers": layers_axis,
+        "method": methods_axis,
+        "solver": solver_axis or [None],
         "seed": seeds if seeds is not None else axes.get("seed", [0]),
     }
     cells, labels = [], set()

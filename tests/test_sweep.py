@@ -50,6 +50,13 @@ def test_overrides_narrow_and_validate():
     (["grid=smoke", "executor=k8s"], "unknown executor 'k8s'"),
     (["grid=smoke", "jobs=0"], "jobs must be a positive integer"),
     (["grid=smoke", "datasets=[mnist]"], "unknown dataset 'mnist'"),
+    (["grid=smoke", "method=funlroa"], "method='funlroa' is not in grid smoke (its methods: vanilla_mul, funlora)"),
+    (["grid=smoke", "seed=abc"], "seed= is an axis of grid smoke: use seeds="),
+    (["grid=smoke", "seeds=0"], "seeds must be a count"),
+    (["grid=smoke", "method.K=0"], "has no option 'K'"),
+    (["grid=smoke", "method=funlora", "method.K=0"], "method.K must be a positive integer"),
+    (["grid=smoke", "solver.steps=0"], "solver.steps=0 is not on grid smoke's solver axis"),
+    (["grid=smoke", "jobs=abc"], "jobs: Value 'abc'"),
     ([], "give a grid"),
 ])
 def test_bad_input_is_one_line_before_anything_runs(args, message, capsys, tmp_path):
@@ -57,6 +64,14 @@ def test_bad_input_is_one_line_before_anything_runs(args, message, capsys, tmp_p
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "records").exists()
+
+
+def test_axis_keys_narrow_the_grid():
+    cells = grids.expand("smoke", {"method": {"name": "funlora"}})
+    assert {c.config["method"]["name"] for c in cells} == {"funlora"} and len(cells) == 2
+    cells = grids.expand("smoke", {"solver": {"name": "euler"}, "seeds": 3})
+    assert {c.config["solver"]["name"] for c in cells} == {"euler"} and {c.config["seed"] for c in cells} == {0, 1, 2}
+    assert len(grids.expand("smoke", {"method": {"name": "funlora", "K": 3}})) == 2
 
 
 def test_dry_run_lists_cells_and_stage_keys(capsys, tmp_path):
