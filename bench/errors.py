@@ -27,3 +27,20 @@ def cli(main: Callable[[list[str]], int | None]) -> Callable[[list[str] | None],
             return 130
 
     return wrapper
+
+
+def ensure_writable_dir(path, what: str) -> None:
+    """Create directory ``path`` if needed and prove it writable (a probe file), before any work."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"{what}={path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"{what}={path} is not writable ({exc.strerror or type(exc).__name__})") from None

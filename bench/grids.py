@@ -42,11 +42,11 @@ def load(name: str) -> dict[str, Any]:
         grid = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise BenchError(f"grid file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    unknown = set(grid.get("axes", {})) - set(AXES)
+    if not isinstance(grid, dict) or not isinstance(grid.get("axes"), dict):
+        raise BenchError(f"grid {path} must be a mapping with an 'axes' mapping (see bench/grids/table5.yaml)")
+    unknown = set(grid["axes"]) - set(AXES)
     if unknown:
         raise BenchError(f"grid {name}: unknown axis {sorted(unknown)[0]!r}; axes: {', '.join(AXES)}")
-    if not isinstance(grid, dict) or "axes" not in grid:
-        raise BenchError(f"grid {name}: no 'axes' mapping")
     grid["name"] = path.stem
     return grid
 

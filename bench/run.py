@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
-from .errors import BenchError, cli
+from .errors import BenchError, cli, ensure_writable_dir
 
 HELP = __doc__ + """
 Keys (defaults for scale=cpu in brackets):
@@ -48,6 +48,8 @@ def main(argv: list[str]) -> int:
     out = Path(cfg["out"]) if cfg["out"] else default_out(cfg)
     if out.exists() and out.is_dir():
         raise BenchError(f"out={out} is a directory; give a file path for the JSON record")
+    ensure_writable_dir(out.parent, "out (its folder)")
+    ensure_writable_dir(cfg["workdir"] or "results/artifacts", "workdir")
     record = run_cell(cfg)
     record.write(out)
     print(f"LA = {record.la:.2f}  AIA = {record.aia:.2f}  PPC = {record.ppc}  "

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from . import grids, strategies
 from .config import parse_overrides, typed_merge
 from .data import ensure_available
-from .errors import BenchError, cli
+from .errors import BenchError, cli, ensure_writable_dir
 from .jobs import StageJob, describe_failure, read_record
 from .protocol import dry_build
 from .stages import StagePaths, backbone_key, generator_key
@@ -230,6 +230,8 @@ def main(argv: list[str]) -> int:
     overrides = {**args, "seeds": sweep["seeds"], "datasets": sweep["datasets"]}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     store = Path(sweep["store"])
+    if store.exists() and not store.is_dir():
+        raise BenchError(f"store={store} is a file, not a directory")
     plan = Plan(sweep["grid"], overrides, store)
     if not sweep["dry_run"]:  # missing data is one clear line before anything is submitted
         for name, root in sorted({(c.config["dataset"], c.config["data_root"]) for c in plan.todo}):
@@ -237,6 +239,7 @@ def main(argv: list[str]) -> int:
     if sweep["dry_run"]:
         plan.print()
         return 0
+    ensure_writable_dir(store, "store")
     if not plan.todo:
         print(f"grid {plan.grid}: all {len(plan.cells)} cells done; nothing to run ({plan.records})")
         return 0

@@ -48,3 +48,24 @@ def test_malformed_records_are_recomputed_by_the_sweep_and_skipped_by_the_report
     assert out.count("is corrupt") == 2
     assert all(Record.load(p).la >= 0 for p in recs)
     assert len(list((store / "records" / "smoke" / "stale").glob("*.json"))) == 2
+
+
+def test_bad_locations_and_grid_files_are_one_line_before_work(tmp_path, capsys):
+    from bench.run import main as run_main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "empty.yaml").write_text("")
+    cases = [
+        (sweep_main, ["grid=smoke", f"store={a_file}"], "is a file, not a directory"),
+        (sweep_main, [f"grid={tmp_path / 'list.yaml'}", f"store={tmp_path / 's'}"], "must be a mapping"),
+        (sweep_main, [f"grid={tmp_path / 'empty.yaml'}", f"store={tmp_path / 's'}"], "must be a mapping"),
+        (run_main, ["scale=smoke", "dataset=digits", f"out={a_file}/rec.json"], "is a file, not a directory"),
+        (report_main, [f"store={tmp_path}", f"out={a_file}"], "is a file"),
+    ]
+    for main, args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err, (args, err)
+    assert not (tmp_path / "s").exists()

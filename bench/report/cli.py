@@ -22,7 +22,7 @@ import yaml
 
 from .. import grids
 from ..config import parse_known
-from ..errors import BenchError, cli
+from ..errors import BenchError, cli, ensure_writable_dir
 from ..record import write_json_atomic
 from . import claims, evidence, figures, records, render, tables
 
@@ -91,10 +91,7 @@ def main(argv: list[str]) -> int:
     if reference is not None and not (loaded.frame["method"] == reference).any():
         raise BenchError(f"reference={reference!r} has no record here; methods: "
                          + ", ".join(sorted(loaded.frame["method"].unique())))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BenchError(f"cannot write the report to {out}: {exc.strerror}") from None
+    ensure_writable_dir(out, "out")
     for name, df in loaded.frame.groupby("grid", sort=True):
         rows = evidence.tidy(name, df, reference)
         built = tables.build(name, df) + evidence.paired_table(name, rows)
