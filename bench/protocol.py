@@ -22,6 +22,7 @@ from . import strategies
 from .classifier import accuracy_per_task, train_classifier
 from .errors import BenchError
 from .files import load_tensors, quarantine, read_json
+from .locks import record_provenance, stage_lock
 from .flow import SolverConfig, sample
 from .metrics import average_accuracies, summarize_nfe
 from .record import NFE, CellInfo, Record, Seconds, write_json_atomic
@@ -170,7 +171,8 @@ class Cell:
         if not params:  # nothing to train (cannot happen for the registered methods)
             return GeneratorInfo()
         res = train_flow(model, params, x, y, schedule, seed=self.stage_seed(stage, task), device=self.device,
-                         ckpt=ckpt, progress=self.progress, desc=f"task {task} generator", module=model)
+                         ckpt=ckpt, progress=self.progress, desc=f"task {task} generator", module=model,
+                         key=f"{stage}:{task}")
         model.eval()
         return GeneratorInfo(res.seconds, res.steps, sum(p.numel() for p in params), res.loss, res.resumed_from)
 
@@ -200,11 +202,15 @@ class Cell:
             trainable.append(gen.trainable)
             source = strategy.classifier_data(t)
             cached = self.paths.evaluation(t, shared_first_task=(t == 1 and source == "real"))
-            row = read_json(cached, lambda r: isinstance(r, dict) and isinstance(r.get("accuracy"), list)
-                            and len(r["accuracy"]) == t and all(isinstance(a, (int, float)) for a in r["accuracy"]))
-            if row is None:
-                row = self.evaluate(t, seen, source)
-                write_json_atomic(cached, row)
+            with stage_lock(cached):  # two runs that need this evaluation compute it once
+                row = read_json(cached, lambda r: isinstance(r, dict) and isinstance(r.get("accuracy"), list)
+                                and len(r["accuracy"]) == t and all(isinstance(a, (int, float)) for a in r["accuracy"]))
+                if row is None:
+                    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                    row = self.evaluate(t, seen, source)
+                    write_json_atomic(cached, row)
+                    record_provenance(cached, key=f"evaluation:{t}", start=started,
+                                      seconds=row["sampling_seconds"] + row["classifier_seconds"])
             seconds["sampling"].append(row["sampling_seconds"])
             seconds["classifier"].append(row["classifier_seconds"])
             nfe.append(row["nfe"])

@@ -174,6 +174,37 @@ class Plan:
         print(f"stages to train: {len(self.backbones)} backbone(s), {len(self.groups)} generator group(s)")
 
 
+class Stopped(Exception):
+    """The driver got SIGINT / SIGTERM: its local jobs are stopped, the sweep resumes on a rerun."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+LIVE_JOBS: list = []  # submitted and not finished: stopped with the driver (local executor)
+
+
+def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise Stopped(signum)
+
+
+def stop_jobs(grace: float = 10.0) -> int:
+    """Stop every live local job: SIGTERM, then SIGKILL after ``grace`` seconds; returns how many."""
+    procs = [p for p in (getattr(job, "_process", None) for job in LIVE_JOBS) if p is not None and p.poll() is None]
+    for p in procs:
+        p.terminate()
+    deadline = time.time() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except Exception:  # noqa: BLE001 - still alive after the grace period
+            p.kill()
+            p.wait()
+    LIVE_JOBS.clear()
+    return len(procs)
+
+
 def dispatch(executor, kind: str, payloads: list, artifacts: str, jobs: int, desc: str, slurm: bool):
     """Submit ``payloads`` as StageJobs (at most ``jobs`` at once locally; one array on Slurm)."""
     results, pending, queue = [], [], list(enumerate(payloads))
@@ -183,10 +214,15 @@ def dispatch(executor, kind: str, payloads: list, artifacts: str, jobs: int, des
             for i, p in queue:
                 pending.append((i, executor.submit(StageJob(), kind, p, artifacts)))
         queue = []
+    else:
+        LIVE_JOBS.extend(job for _, job in pending)
     while queue or pending:
         while queue and len(pending) < max(1, jobs):
             i, p = queue.pop(0)
-            pending.append((i, executor.submit(StageJob(), kind, p, artifacts)))
+            job = executor.submit(StageJob(), kind, p, artifacts)
+            pending.append((i, job))
+            if not slurm:
+                LIVE_JOBS.append(job)
         still = []
         for i, job in pending:
             if job.done():
@@ -214,6 +250,25 @@ def keep_aside(path: Path, why: str) -> None:
 
 @cli
 def main(argv: list[str]) -> int:
+    import signal
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in handlers:
+        signal.signal(s, _on_signal)
+    try:
+        return _main(argv)
+    except Stopped as stop:
+        n = stop_jobs()
+        name = signal.Signals(stop.signum).name
+        print(f"{name}: stopped the sweep and its {n} running local job(s); finished stages and records are "
+              f"kept: run the same command again to resume", file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def _main(argv: list[str]) -> int:
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__ + "\nGrids: " + ", ".join(grids.available()) + "\nKeys: " + ", ".join(SWEEP_KEYS)
               + ", and any key of bench.run (scale=cpu, device=cuda, solver.name=rk4, ...)")

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .files import load_tensors, quarantine
+from .locks import record_provenance, stage_lock
 from .flow import cfm_loss
 
 
@@ -56,6 +57,8 @@ class TrainResult:
     seconds: float
     loss: float
     resumed_from: int
+    trained: bool = True       # False when a finished checkpoint was reused as it is
+    run_seconds: float = 0.0   # what this run itself spent
 
 
 # The generator stage running in this process, for submitit's checkpoint() on preemption:
@@ -94,12 +97,26 @@ def atomic_save(obj: object, path: Path) -> None:
 def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor,
                schedule: Schedule, seed: int, device: torch.device, ckpt: Path | None = None,
                progress: bool = True, desc: str = "generator", module: nn.Module | None = None,
-               interrupt_at: int | None = None) -> TrainResult:
+               interrupt_at: int | None = None, key: str | None = None) -> TrainResult:
     """Train ``params`` of the vector field ``model`` on (x, y) with the CFM loss.
 
     ``x`` is in model space (float, [-1, 1]); ``module`` is put in train mode. The EMA
     weights are copied into ``params`` at the end (the EMA model is the one sampled).
+    With a checkpoint, the stage is locked while it trains (a second process waits, then
+    reuses it) and each run that trains it is appended to its provenance sidecar.
     """
+    if ckpt is None:
+        return _train_flow(model, params, x, y, schedule, seed, device, None, progress, desc, module, interrupt_at)
+    with stage_lock(ckpt):
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        res = _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, desc, module, interrupt_at)
+        if res.trained:
+            record_provenance(ckpt, key=key or ckpt.stem, start=started, seconds=res.run_seconds,
+                              resumed_from=res.resumed_from, steps=res.steps)
+        return res
+
+
+def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, desc, module, interrupt_at) -> TrainResult:
     n = x.shape[0]
     per_epoch, total = schedule.steps(n)
     opt = torch.optim.Adam(params, lr=schedule.lr)
@@ -126,7 +143,7 @@ def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: 
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         step = start = state["step"]
         if state.get("done"):
-            return TrainResult(step, state.get("seconds", 0.0), state.get("loss", math.nan), start)
+            return TrainResult(step, state.get("seconds", 0.0), state.get("loss", math.nan), start, trained=False)
     else:
         torch.manual_seed(seed)
 
@@ -187,4 +204,4 @@ def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: 
         done_marker(ckpt).write_text(f'{{"steps": {step}, "seconds": {seconds:.3f}}}\n')
     if module is not None:
         module.eval()
-    return TrainResult(step, seconds, loss_value, start)
+    return TrainResult(step, seconds, loss_value, start, run_seconds=seconds)

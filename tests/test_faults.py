@@ -69,3 +69,61 @@ def test_bad_locations_and_grid_files_are_one_line_before_work(tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, (args, err)
     assert not (tmp_path / "s").exists()
+
+
+def _children_alive(pid: int) -> list[int]:
+    import subprocess
+
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_sigterm_stops_the_sweep_and_its_local_jobs(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    store = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sweep", "grid=smoke", f"store={store}"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not _children_alive(proc.pid):
+        time.sleep(0.2)
+    children = _children_alive(proc.pid)
+    assert children, "the sweep started no local job"
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "SIGTERM: stopped the sweep" in err and "run the same command again to resume" in err
+    time.sleep(1.0)
+    for pid in children:  # no orphan keeps writing into the store
+        alive = subprocess.run(["ps", "-p", str(pid)], capture_output=True).returncode == 0
+        assert not alive, f"local job {pid} outlived the sweep"
+
+
+def test_two_runs_of_one_cell_train_each_stage_once(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.locks import provenance
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "bench.run", "dataset=digits", "split=6-2", "method=vanilla_mul", "scale=smoke",
+           f"workdir={tmp_path / 'art'}", "progress=false"]
+    procs = [subprocess.Popen(cmd + [f"out={tmp_path / f'r{i}.json'}"], cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1000:] for o in outs]
+    cfg = config.resolve({**_cfg(tmp_path), "split": "6-2"})
+    paths = StagePaths(cfg, tmp_path / "art")
+    for stage in (paths.backbone, paths.generator(2), paths.generator(3)):
+        runs = provenance(stage)
+        assert len(runs) == 1 and runs[0]["steps"] > 0 and runs[0]["seconds"] >= 0, (stage, runs)
+    assert len(provenance(paths.evaluation(2))) == 1
+    assert Record.load(tmp_path / "r0.json").accuracy == Record.load(tmp_path / "r1.json").accuracy
