@@ -11,15 +11,27 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, fields
+from typing import Any, Optional
 
 import methods
 from methods.targets import conv2d_layers
 
-from .config import parse_known
+from .config import parse_known, typed_merge
 from .errors import BenchError, cli
 from .unet import MODEL_CONFIGS, build_unet
 
-KEYS = {"model", "format", "method", "num_classes", "image_size", "in_channels"}
+@dataclass
+class InspectOptions:
+    model: str = "cifar10"
+    format: str = "table"
+    method: Any = None
+    num_classes: Optional[int] = None
+    image_size: Optional[int] = None
+    in_channels: Optional[int] = None
+
+
+KEYS = {f.name for f in fields(InspectOptions)}
 
 
 def describe(model: str = "cifar10", method: dict | None = None, **overrides) -> dict:
@@ -60,12 +72,15 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    args = parse_known(argv, KEYS)
-    fmt = args.pop("format", "table")
+    args = {k: v for k, v in typed_merge(InspectOptions, parse_known(argv, KEYS)).items()
+            if v is not None or k == "method"}
+    fmt = args.pop("format")
     if fmt not in ("json", "table"):
         raise BenchError(f"format must be json or table, got {fmt!r}")
     method = args.get("method")
-    if method is not None and not isinstance(method, dict):
+    if method is None:
+        args.pop("method")
+    elif not isinstance(method, dict):
         args["method"] = {"name": method}
     elif isinstance(method, dict) and "name" not in method:
         raise BenchError(f"method.{next(iter(method))} needs a method: add method=NAME (e.g. method=funlora)")

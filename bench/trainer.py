@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .files import load_tensors, quarantine
 from .locks import record_provenance, stage_lock
+from .record import write_json_atomic
 from .flow import cfm_loss
 
 
@@ -201,7 +202,7 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
     seconds = time.perf_counter() - t0
     save(True, loss_value, seconds)
     if ckpt is not None:
-        done_marker(ckpt).write_text(f'{{"steps": {step}, "seconds": {seconds:.3f}}}\n')
+        write_json_atomic(done_marker(ckpt), {"steps": step, "seconds": round(seconds, 3)})
     if module is not None:
         module.eval()
     return TrainResult(step, seconds, loss_value, start, run_seconds=seconds)

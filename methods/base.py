@@ -347,9 +347,9 @@ class Adapter(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         params = self.class_params[str(y)]
         tensors = {k: v.detach().cpu().contiguous() for k, v in params.state_dict().items()}
-        save_file(tensors, str(directory / "adapter.safetensors"))
         meta = {**self.config_dict(), "class": y, "ppc": params.adapter_numel()}
-        (directory / "adapter_config.json").write_text(json.dumps(meta, indent=2))
+        _atomic(directory / "adapter.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+        _atomic(directory / "adapter_config.json", lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
         return directory
 
     def load_class(self, directory: str | Path, y: int | None = None) -> int:
@@ -384,6 +384,17 @@ class Adapter(nn.Module):
             return next(iter(self.class_params.values()))
         layers = {k: self.new_layer_params(k, self._layer(k).base) for k in self.layer_info}
         return ClassParams(None, layers)
+
+
+def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a unique temporary name beside ``path``, fsync it, then rename it to ``path``."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def conv_with_weight(base: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: bool = True) -> torch.Tensor:

@@ -16,18 +16,30 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
 from .. import grids
-from ..config import parse_known
+from ..config import parse_known, typed_merge
 from ..errors import BenchError, cli, ensure_writable_dir
 from ..record import write_json_atomic
 from . import claims, evidence, figures, records, render, tables
 
-KEYS = {"store": "results/store", "grid": None, "format": "all", "out": None, "compare": None, "figures": True,
-        "reference": None}
+@dataclass
+class ReportOptions:
+    store: str = "results/store"
+    grid: Optional[str] = None
+    format: str = "all"
+    out: Optional[str] = None
+    compare: Optional[str] = None
+    figures: bool = True
+    reference: Optional[str] = None
+
+
+KEYS = {f.name: f.default for f in fields(ReportOptions)}
 FORMATS = {"md": {"md"}, "latex": {"latex"}, "json": {"json"}, "both": {"md", "latex"}, "all": {"md", "latex", "json"}}
 PAPER = Path(__file__).with_name("paper_values.yaml")
 
@@ -69,8 +81,7 @@ def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    args = parse_known(argv, KEYS)
-    opt = {**KEYS, **args}
+    opt = typed_merge(ReportOptions, parse_known(argv, KEYS))
     if opt["format"] not in FORMATS:
         raise BenchError(f"format must be one of {', '.join(FORMATS)}, got {opt['format']!r}")
     formats = FORMATS[opt["format"]]

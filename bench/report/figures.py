@@ -7,6 +7,7 @@ omega per layer; accuracy against NFE (Table VII); Abar_t against task, per meth
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -22,8 +23,10 @@ from ..record import Record  # noqa: E402
 def _save(fig, out: Path, name: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight", dpi=120)
+    for p in paths:  # through a temporary name: a killed report never leaves half a figure
+        tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}")
+        fig.savefig(tmp, bbox_inches="tight", dpi=120)
+        os.replace(tmp, p)
     plt.close(fig)
     return paths
 
