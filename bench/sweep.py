@@ -288,9 +288,11 @@ def _main(argv: list[str]) -> int:
     if store.exists() and not store.is_dir():
         raise BenchError(f"store={store} is a file, not a directory")
     plan = Plan(sweep["grid"], overrides, store)
-    if not sweep["dry_run"]:  # missing data is one clear line before anything is submitted
+    if not sweep["dry_run"]:  # missing data and bad layer ranges are one clear line before anything is submitted
         for name, root in sorted({(c.config["dataset"], c.config["data_root"]) for c in plan.todo}):
             ensure_available(name, root)
+        for c in plan.todo:
+            dry_build(c.config)  # on the meta device: targets and layer ranges checked against the backbone
     if sweep["dry_run"]:
         plan.print()
         return 0

@@ -57,6 +57,7 @@ def test_overrides_narrow_and_validate():
     (["grid=smoke", "method=funlora", "method.K=0"], "method.K must be a positive integer"),
     (["grid=smoke", "solver.steps=0"], "solver.steps=0 is not on grid smoke's solver axis"),
     (["grid=smoke", "jobs=abc"], "jobs: Value 'abc'"),
+    (["grid=smoke", "method=funlora", "method.layers=54-40"], "layer range 54-40 is empty"),
     ([], "give a grid"),
 ])
 def test_bad_input_is_one_line_before_anything_runs(args, message, capsys, tmp_path):
