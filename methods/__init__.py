@@ -122,8 +122,13 @@ def build(name: str, **options: Any) -> Adapter:
     return get(name)(**options)
 
 
-# Importing the method modules registers them.
-from . import vanilla, funlora, peft_baselines  # noqa: E402,F401
+# Every module of this package is imported, which registers its methods: a new built-in
+# method is one file here, with no other edit.
+import pkgutil as _pkgutil  # noqa: E402
+
+for _module in _pkgutil.iter_modules(__path__):
+    if _module.name not in ("base", "targets", "testing", "analysis"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["Adapter", "AdapterOptions", "MethodError", "available", "build", "get", "register", "parse_layers",
            "is_method", "ENTRY_POINT_GROUP"]

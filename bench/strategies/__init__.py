@@ -8,11 +8,16 @@ A new strategy is one class in one file of this package, decorated with ``@regis
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 
 from .base import Strategy, register, registry
 
-# Importing the strategy modules registers them.
-from . import adapters, finetune, multitask_classifier, multitask_generator, replay  # noqa: E402,F401
+# Every module of this package is imported, which registers its strategies: a new
+# strategy is one file here, with no other edit.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 DEFAULT = "adapters"
 
