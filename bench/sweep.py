@@ -189,20 +189,57 @@ def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Stopped(signum)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of process ``pid`` (a local job runs its stage in a child process)."""
+    import subprocess
+
+    out, todo = [], [pid]
+    while todo:
+        res = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True)
+        kids = [int(x) for x in res.stdout.split()]
+        out += kids
+        todo += kids
+    return out
+
+
 def stop_jobs(grace: float = 10.0) -> int:
-    """Stop every live local job: SIGTERM, then SIGKILL after ``grace`` seconds; returns how many."""
+    """Stop every live local job and its processes: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    import signal
+
     procs = [p for p in (getattr(job, "_process", None) for job in LIVE_JOBS) if p is not None and p.poll() is None]
-    for p in procs:
-        p.terminate()
-    deadline = time.time() + grace
-    for p in procs:
+    pids = [pid for p in procs for pid in [p.pid, *descendants(p.pid)]]
+    for pid in pids:
         try:
-            p.wait(timeout=max(0.1, deadline - time.time()))
-        except Exception:  # noqa: BLE001 - still alive after the grace period
-            p.kill()
-            p.wait()
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace
+    while time.time() < deadline and any(_alive(pid) for pid in pids):
+        for p in procs:
+            p.poll()  # reap the direct children
+        time.sleep(0.2)
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for p in procs:
+        p.wait()
     LIVE_JOBS.clear()
     return len(procs)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True
 
 
 def dispatch(executor, kind: str, payloads: list, artifacts: str, jobs: int, desc: str, slurm: bool):

@@ -72,10 +72,10 @@ def test_bad_locations_and_grid_files_are_one_line_before_work(tmp_path, capsys)
 
 
 def _children_alive(pid: int) -> list[int]:
-    import subprocess
+    """Every descendant of ``pid``: the local jobs and the stage processes they start."""
+    from bench.sweep import descendants
 
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    return descendants(pid)
 
 
 def test_sigterm_stops_the_sweep_and_its_local_jobs(tmp_path):
@@ -91,19 +91,20 @@ def test_sigterm_stops_the_sweep_and_its_local_jobs(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "bench.sweep", "grid=smoke", f"store={store}"], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not _children_alive(proc.pid):
+    while time.time() < deadline and len(_children_alive(proc.pid)) < 2:  # a job and its stage process
         time.sleep(0.2)
-    children = _children_alive(proc.pid)
-    assert children, "the sweep started no local job"
     time.sleep(1.0)
+    children = _children_alive(proc.pid)
+    assert len(children) >= 2, "the sweep started no local job"
     os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
     assert "SIGTERM: stopped the sweep" in err and "run the same command again to resume" in err
     time.sleep(1.0)
+    from bench.sweep import _alive
+
     for pid in children:  # no orphan keeps writing into the store
-        alive = subprocess.run(["ps", "-p", str(pid)], capture_output=True).returncode == 0
-        assert not alive, f"local job {pid} outlived the sweep"
+        assert not _alive(pid), f"local job process {pid} outlived the sweep"
 
 
 def test_two_runs_of_one_cell_train_each_stage_once(tmp_path):
