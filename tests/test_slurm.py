@@ -50,11 +50,11 @@ def test_smoke_grid_on_slurm(tmp_path, capsys):
 
 def test_failing_cell_on_slurm(tmp_path, capsys):
     grid = tmp_path / "broken.yaml"
-    grid.write_text("axes:\n  data: [{dataset: digits, split: 5-5}]\n  method: [multitask_classifier]\n"
-                    "fixed: {scale: smoke, classifier: {batch_size: 0}}\n")
+    grid.write_text("axes:\n  data: [{dataset: digits, split: 5-5}]\n  method: ['tests.plugins:FailsAtTask2']\n"
+                    "fixed: {scale: smoke}\n")
     assert sweep_main([f"grid={grid}", "executor=slurm", "slurm=local", f"store={tmp_path / 's'}"]) == 1
     err = capsys.readouterr().err
-    assert "1 failed" in err
+    assert "1 failed" in err and "RuntimeError: this adapter fails on purpose" in err
     assert Path(err.split("log: ")[1].split()[0]).exists()
 
 
