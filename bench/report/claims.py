@@ -2,7 +2,8 @@
 
 Each claim compares method rows of one grid paired by seed (per dataset x split x solver
 setting and per scale) and gets a verdict from the paired 95% CI: ``holds``,
-``not significant`` or ``contradicted``, with the difference and CI behind it.
+``not significant`` or ``contradicted``, with the difference and CI behind it (``not
+checked`` where the grid has records but none of one side).
 """
 from __future__ import annotations
 
@@ -95,6 +96,10 @@ def check(df: pd.DataFrame, claims: list[dict[str, Any]] | None = None) -> list[
             for b in bs:
                 rb = _rows(sub, b)
                 if ra.empty or rb.empty:
+                    missing = method_label(c["a"]) if ra.empty else method_label(b)
+                    out.append(Verdict(c["id"], c["claim"], c["source"], c["grid"], str(scale), setting,
+                                       method_label(c["a"]), method_label(b), c["metric"], "not checked", None, None,
+                                       0, f"no record of {missing}"))
                     continue
                 p = paired(dict(zip(ra["seed"], ra[c["metric"]])), dict(zip(rb["seed"], rb[c["metric"]])))
                 if p is None:
@@ -120,8 +125,9 @@ def markdown(verdicts: list[Verdict]) -> str:
              "|:--|:--|:--|:--|:--|:--|--:|:--|"]
     for v in verdicts:
         ci = "" if v.diff_ci95 is None else f" ± {v.diff_ci95:.2f}"
+        diff = "-" if v.diff is None else f"{v.diff:+.2f}{ci}"
         lines.append(f"| {v.text} ({v.source}) | {v.scale} | {v.setting} | {v.metric}: {v.a} vs {v.b} | "
-                     f"**{v.verdict}** | {v.diff:+.2f}{ci} | {v.n} | {v.why} |")
+                     f"**{v.verdict}** | {diff} | {v.n} | {v.why} |")
     return "\n".join(lines) + "\n"
 
 
