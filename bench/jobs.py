@@ -37,6 +37,7 @@ def run_cells(cells: list[dict], artifacts: str) -> list[dict]:
     for item in cells:
         record = run_cell(item["config"], artifacts, log=lambda *_: None)
         record.grid, record.label = item["grid"], item["label"]
+        record.overrides = item.get("overrides") or {}
         record.write(item["record"])
         out.append({"label": item["label"], "la": record.la, "aia": record.aia})
     return out

@@ -79,6 +79,7 @@ class Record:
     tuning: Optional[dict[str, Any]] = None
     grid: Optional[str] = None
     label: Optional[str] = None
+    overrides: Optional[dict[str, Any]] = None   # the sweep's key=value settings beyond the grid
 
     # ---- JSON -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

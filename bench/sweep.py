@@ -354,8 +354,9 @@ def _main(argv: list[str]) -> int:
                                        sweep["jobs"], "backbones", slurm):
             if exc is not None:
                 failures.append(("backbone", job, exc))
-    payloads = [[{"config": c.config, "label": c.label, "grid": plan.grid, "record": str(plan.record_path(c))}
-                 for c in group] for group in plan.groups.values()]
+    cell_overrides = {k: v for k, v in overrides.items() if k not in ("seeds", "datasets")}
+    payloads = [[{"config": c.config, "label": c.label, "grid": plan.grid, "record": str(plan.record_path(c)),
+                  "overrides": cell_overrides} for c in group] for group in plan.groups.values()]
     ex = make_executor(sweep["executor"], logs, profile, "cells", sweep["timeout_min"])
     for i, job, _, exc in dispatch(ex, "cells", payloads, str(plan.artifacts), sweep["jobs"], "cells", slurm):
         if exc is not None:

@@ -24,11 +24,12 @@ class Loaded:
     stale: list[str] = field(default_factory=list)
 
 
-def _expected_configs(grid: str, scale: str, seed: int, cache: dict) -> dict[str, dict]:
-    key = (grid, scale, seed)
+def _expected_configs(grid: str, overrides: dict, seed: int, cache: dict) -> dict[str, dict]:
+    """What grid ``grid`` resolves to now with the sweep's overrides of a record (label -> config)."""
+    key = (grid, json.dumps(overrides, sort_keys=True, default=str), seed)
     if key not in cache:
         try:
-            cache[key] = {c.label: c.config for c in grids.expand(grid, {"scale": scale, "seeds": [seed]})}
+            cache[key] = {c.label: c.config for c in grids.expand(grid, {**overrides, "seeds": [seed]})}
         except BenchError:
             cache[key] = {}
     return cache[key]
@@ -86,7 +87,8 @@ def load(store: str | Path, grid: str | None = None) -> Loaded:
             continue
         g = rec.grid or path.parent.name
         if g in grids.available():
-            expected = _expected_configs(g, rec.cell.scale, rec.cell.seed, cache)
+            overrides = {k: v for k, v in (rec.overrides or {}).items() if k not in CIRCUMSTANTIAL}
+            expected = _expected_configs(g, {"scale": rec.cell.scale, **overrides}, rec.cell.seed, cache)
             label = rec.label or path.stem
             if label in expected and _results_config(expected[label]) != _results_config(rec.config):
                 out.stale.append(f"{path}: its config differs from what grid {g} resolves to now")
