@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import methods
 
-from .base import GeneratorInfo, Strategy, register
+from .base import Strategy, register
 
 
 @register("adapters")
