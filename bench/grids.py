@@ -88,15 +88,17 @@ def _narrow(grid: str, key: str, entries: list[dict], wanted: dict) -> list[dict
 
 
 def _narrow_methods(grid: str, entries: list[dict], wanted: dict) -> list[dict]:
-    """method=NAME narrows the method axis to NAME's rows; method.X=V keeps rows that set X to V
-    and sets X=V on rows that leave it to the default (the method then checks it)."""
+    """method=NAME (or method=[A,B]) narrows the method axis to those methods' rows; method.X=V
+    keeps rows that set X to V and sets X=V on rows that leave it to the default (the method
+    then checks it)."""
     if "name" in wanted:
-        rows = [e for e in entries if e["name"] == wanted["name"]]
-        if not rows:
-            raise BenchError(f"method={wanted['name']!r} is not in grid {grid} (its methods: "
+        names = wanted["name"] if isinstance(wanted["name"], (list, tuple)) else [wanted["name"]]
+        absent = [n for n in names if not any(e["name"] == n for e in entries)]
+        if absent:
+            raise BenchError(f"method={absent[0]!r} is not in grid {grid} (its methods: "
                              f"{', '.join(dict.fromkeys(e['name'] for e in entries))}); write a grid file "
                              f"(grid=my.yaml) to run other methods")
-        entries = rows
+        entries = [e for e in entries if e["name"] in names]
     options = {k: v for k, v in wanted.items() if k != "name"}
     kept = [e for e in entries if all(e.get(k, v) == v for k, v in options.items())]
     if not kept:

@@ -47,7 +47,8 @@ def describe(model: str = "cifar10", method: dict | None = None, **overrides) ->
         first = adapter.embedding_params_per_class()
         adapter.add_classes([unet.config.num_classes - 1])
         info.update({"method": method["name"], "options": adapter.options, "ppc": adapter.ppc(),
-                     "embedding_per_class": first,
+                     "embedding_per_class": first, "shared_params": adapter.shared_params(),
+                     "budget": adapter.budget_choice.to_dict() if adapter.budget_choice else None,
                      "trainable": sum(p.numel() for p in adapter.trainable_parameters()),
                      "layers": [{"key": k, **v} for k, v in adapter.layer_info.items()]})
     return info
@@ -64,6 +65,12 @@ def table(info: dict) -> str:
     if "method" in info:
         lines.append(f"method {info['method']}: PPC {info['ppc']:,} (+ {info['embedding_per_class']} embedding "
                      f"parameters per class), trainable for one new class {info['trainable']:,}; * = adapted")
+        if info.get("shared_params"):
+            lines.append(f"  + {info['shared_params']:,} frozen parameters shared by all classes")
+        if info.get("budget"):
+            b = info["budget"]
+            lines.append(f"  budget {b['requested']} (PPC <= {b['limit']:,}): {b['option'] or 'fixed size'}"
+                         f"{'=' + str(b['size']) if b['option'] else ''}{'' if b['met'] else ', OVER budget'}")
     return "\n".join(lines)
 
 

@@ -69,6 +69,8 @@ def dry_build(cfg: dict) -> dict:
         if strategies.for_method(name).takes_method_options:
             adapter = methods.build(name, **{k: v for k, v in cfg["method"].items() if k != "name"}).attach(unet)
             info["ppc"] = adapter.ppc()
+            if adapter.budget_choice is not None:
+                info["budget"] = adapter.budget_choice.to_dict()
     return info
 
 
@@ -278,6 +280,8 @@ class Cell:
             tasks=self.data.tasks, accuracy=acc, avg_accuracy=abar, la=la, aia=aia,
             ppc=adapter.ppc() if adapter is not None else 0,
             embedding_params_per_class=adapter.embedding_params_per_class() if adapter is not None else 0,
+            budget=adapter.budget_choice.to_dict() if adapter is not None and adapter.budget_choice else None,
+            shared_params=adapter.shared_params() if adapter is not None else 0,
             trainable_per_task=trainable,
             analysis=adapter_analysis(adapter) if adapter is not None else None,
             nfe=[NFE(**n) for n in nfe], quality=quality, tuning=self.tuning,

@@ -80,6 +80,8 @@ class Record:
     grid: Optional[str] = None
     label: Optional[str] = None
     overrides: Optional[dict[str, Any]] = None   # the sweep's key=value settings beyond the grid
+    budget: Optional[dict[str, Any]] = None      # methods.budget.BudgetChoice: requested, limit, size, met
+    shared_params: int = 0                       # frozen parameters shared by all classes (VeRA)
 
     # ---- JSON -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -43,15 +43,23 @@ class AdapterOptions:
     """Options every method has. ``layers``: Conv2d index ranges (``40-54``) or ``auto``
     (the backbone's ``adapter_layers``); ``target_modules``: module names instead of
     indices; ``train_embedding``: train the new classes' label-embedding rows;
-    ``grouped_conv``: run a mixed batch's classes as one grouped convolution (weight form)."""
+    ``grouped_conv``: run a mixed batch's classes as one grouped convolution (weight form);
+    ``budget``: a PPC limit (an integer, or ``<f>x`` times FunLoRA's PPC on the same layers)
+    that sets the method's size option (``methods/budget.py``); ``budget_strict=false``
+    keeps a method that cannot fit at its smallest size (marked in the record)."""
 
     layers: Any = "auto"
     target_modules: Optional[list[str]] = None
     train_embedding: bool = True
     grouped_conv: bool = False
+    budget: Any = None
+    budget_strict: bool = True
 
     def validate(self) -> None:
         """Check values; raise MethodError with one clear line (subclasses call super)."""
+        from .budget import check_budget_value
+
+        check_budget_value(self.budget)
 
 
 def positive_int(options: Any, name: str) -> None:
@@ -169,6 +177,8 @@ class Adapter(nn.Module):
     Options: ClassVar[type[AdapterOptions]] = AdapterOptions
     target: ClassVar[str] = "conv2d"     # "conv2d", "attention" or "none"
     form: ClassVar[str] = "weight"       # "weight" (adapted_weight) or "feature" (feature_forward)
+    size_option: ClassVar[Optional[str]] = None   # the option a ``budget`` sets (rank, block_size...)
+    size_monotone: ClassVar[bool] = True          # PPC grows along ``size_candidates()``
 
     def __init__(self, **options: Any):
         super().__init__()
@@ -178,21 +188,38 @@ class Adapter(nn.Module):
         self.layer_info: dict[str, dict[str, Any]] = {}
         self.class_params = nn.ModuleDict()
         self._plan: BatchPlan | None = None
+        self.budget_choice = None   # a methods.budget.BudgetChoice once a budget is resolved
 
     # ---- options and attachment -------------------------------------------------
     def attach(self, backbone: nn.Module) -> "Adapter":
         """Freeze ``backbone`` and wrap its target layers; returns self (call it once)."""
         if self.backbone is not None:
             raise MethodError(f"method {self.name!r} is already attached to a backbone")
+        from .budget import resolve
+
+        targets = list(self.select_targets(backbone))
+        self.budget_choice = resolve(self, backbone, targets)   # sets the size option, if budgeted
         for p in backbone.parameters():
             p.requires_grad_(False)
         self.backbone = backbone
-        for key, name, module, info in self.select_targets(backbone):
+        for key, name, module, info in targets:
             set_submodule(backbone, name, AdaptedLayer(module, self, key))
             self.layer_info[key] = {"name": name, **info}
         if hasattr(backbone, "label_emb"):
             backbone.label_emb = ClassEmbedding(backbone.label_emb, self)
+        self.attach_shared()
         return self
+
+    def attach_shared(self) -> None:
+        """Build parameters shared by all classes and frozen (VeRA's random matrices); none by default."""
+
+    def shared_params(self) -> int:
+        """Frozen parameters shared by every class (reported apart from PPC, like embedding rows)."""
+        return 0
+
+    def size_candidates(self) -> list[Any]:
+        """The values of ``size_option`` a budget chooses among (ranks 1..512 by default)."""
+        return list(range(1, 513))
 
     def select_targets(self, backbone: nn.Module):
         """Yield (key, module name, module, info) for every layer this method adapts."""

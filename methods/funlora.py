@@ -86,6 +86,10 @@ class FunLoRA(Adapter):
     """The functional rank-1 adapter; registered variants fix ``function`` and ``learn``."""
 
     Options = FunLoRAOptions
+    size_option = "ratio"
+
+    def size_candidates(self):
+        return [64, 32, 16, 8, 4, 2, 1]      # PPC grows as the ratio shrinks
 
     # -- parameters ---------------------------------------------------------------------
     def _init_gamma(self) -> torch.Tensor:

@@ -61,6 +61,7 @@ class ScaleShift(Adapter):
 
 class _RankOption(Adapter):
     Options = LoRAOptions
+    size_option = "rank"
 
     @property
     def scaling(self) -> float:

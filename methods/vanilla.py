@@ -53,6 +53,7 @@ class _LowRank(Adapter):
     """Shared option handling for the B (c_out x r) A (r x c_in) adapters."""
 
     Options = RankOptions
+    size_option = "rank"
 
     def _mul_init(self, module: nn.Module) -> dict[str, torch.Tensor]:
         r = self.options["rank"]

@@ -120,6 +120,13 @@ def all_figures(grid: str, df: pd.DataFrame, out: Path) -> list[Path]:
     paths = accuracy_per_task(df, out, grid) + tuning_curves(df, out, grid)
     if grid == "table7":
         paths += accuracy_vs_nfe(df, out, grid)
+    from .. import grids
+
+    spec = grids.load(grid) if grid in grids.available() else {}
+    if spec.get("layout") == "pareto":
+        from .pareto import figure
+
+        paths += figure(spec, df, out)
     for fn in (importance, rank, function_parameters):
         paths += fn(df, out, grid)
     return paths

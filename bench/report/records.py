@@ -69,6 +69,7 @@ def flatten(rec: Record, path: Path) -> dict:
     lr = (rec.tuning or {}).get("lr")
     row["tuned_lr"] = lr["chosen"] if lr else None
     row["tuning"] = json.dumps(lr) if lr else None
+    row["budget"] = json.dumps(rec.budget) if rec.budget else None
     return row
 
 

@@ -256,7 +256,12 @@ def build(grid_name: str, df: pd.DataFrame) -> list[Table]:
     if grid is None:
         return time_table({"name": grid_name}, df)
     layout = grid.get("layout", grid_name)
-    tables = BUILDERS.get(layout, table5)(grid, df)
+    if layout == "pareto":
+        from .pareto import tables as pareto_tables
+
+        tables = pareto_tables(grid, df)
+    else:
+        tables = BUILDERS.get(layout, table5)(grid, df)
     return tables + tuning_table(grid, df) + time_table(grid, df) + quality_table(grid, df)
 
 

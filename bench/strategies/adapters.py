@@ -33,6 +33,8 @@ class Adapters(Strategy):
                 cell.tuning = {"lr": tune_lr(cell)}
             cell.seed_stage("adapter-attach")  # e.g. shared random projections drawn at attach
             self._adapter = methods.build(cell.method_name, **cell.options).attach(cell.unet)
+            if self._adapter.budget_choice is not None:
+                cell.log(self._adapter.budget_choice.describe(cell.method_name))
             return info
         cell.seed_stage("adapter-init", t)  # random initial factors, whether the backbone was cached or not
         self._adapter.add_classes(classes)
