@@ -114,11 +114,6 @@ class _Ranked(Adapter):
         alpha = self.options["alpha"]
         return torch.tensor(1.0 if alpha is None else alpha / self.options["rank"])
 
-    def _check_rank(self, module: torch.nn.Module) -> None:
-        r, limit = self.options["rank"], min(module.out_channels, _flat(module.weight).shape[1])
-        if r > limit:
-            raise MethodError(f"method.rank={r} exceeds the smallest side ({limit}) of layer {module}")
-
 
 @register("locon")
 class LoCon(_Ranked):
@@ -127,7 +122,6 @@ class LoCon(_Ranked):
     title = "LoCon"
 
     def new_layer_params(self, key, module):
-        self._check_rank(module)
         down, up, _ = lycoris("locon").weight_gen(_flat(module.weight), self.options["rank"], tucker=False)
         return {"down": down, "up": up}
 
@@ -146,7 +140,6 @@ class LoHa(_Ranked):
     title = "LoHa"
 
     def new_layer_params(self, key, module):
-        self._check_rank(module)
         w1d, w1u, w2d, w2u, _, _ = lycoris("loha").weight_gen(_flat(module.weight), self.options["rank"], tucker=False)
         return {"w1d": w1d, "w1u": w1u, "w2d": w2d, "w2u": w2u}
 

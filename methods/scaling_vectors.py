@@ -26,7 +26,7 @@ from .base import Adapter, AdapterOptions, positive_int
 class IA3(Adapter):
     """W'_y = l_y * W (rows scaled), l = 1 at init; a fixed size (no budget option)."""
 
-    title = "(IA)$^3$"
+    title = "IA3"
 
     def new_layer_params(self, key, module):
         return {"scale": torch.ones(module.out_channels)}

@@ -22,6 +22,7 @@ def test_every_paper_grid_expands_at_paper_scale():
     sizes = {name: len(grids.expand(name)) for name in grids.available()}
     assert sizes["table5"] == 27 and sizes["table1"] == 11 and sizes["table2"] == 14
     assert sizes["fid"] == 6 and sizes["table3"] == 6 and sizes["table4"] == 5 and sizes["table7"] == 49 and sizes["replay"] == 3
+    assert sizes["zoo"] == 45 and sizes["zoo_budget"] == 36
     cells = grids.expand("table5")
     assert {c.config["scale"] for c in cells} == {"paper"}
     assert {(c.config["dataset"], c.config["split"]) for c in cells} == {
