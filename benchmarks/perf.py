@@ -3,10 +3,12 @@
     python benchmarks/perf.py                      # backbone + classifier numbers
     python benchmarks/perf.py --methods all        # + every method against the frozen base
     python benchmarks/perf.py --models small --methods funlora,vanilla_mul --repeats 5
+    python benchmarks/perf.py --json [--methods all]   # ratios as one JSON object (run against run)
 
 Backbone section: generator training step (batch 64 and 8), sampling time per NFE
 (one forward at the sampling batch), ResNet18 step. Methods section: a training step
-with a mixed-label batch (8 distinct new classes) over the frozen base model's step on
+with a mixed-label batch (the paper's mix: 2 new classes in a batch of 32; worst case: 8
+in a batch of 16) over the frozen base model's step on
 the same batch (``conditioning_only``: the same backward through the frozen U-Net, only
 embedding rows trained), and a sampling forward with one class per batch over the
 frozen U-Net's forward. Medians over ``--repeats`` after one warm-up.
@@ -14,6 +16,7 @@ frozen U-Net's forward. Medians over ``--repeats`` after one warm-up.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -92,30 +95,61 @@ def classifier_section(repeats: int) -> None:
         print(f"resnet18 train step, batch 128 at {ch}x{size}x{size}: {median_time(step, repeats) * 1000:9.1f} ms")
 
 
-def method_section(model: str, names: list[str], repeats: int, train_batch: int, sample_batch: int) -> None:
-    new = list(range(10, 18))  # 8 new classes, task-1 classes are 0..9
+def measure_methods(model: str, names: list[str], repeats: int, train_batch: int, new_classes: int,
+                    sample_batch: int) -> dict:
+    """Training-step and sampling-forward times of ``names`` and of the frozen base, interleaved.
+
+    Every method's model is built first; then each repeat times one step of every method
+    in turn, so a change in background load hits all of them alike and the ratios (medians
+    over repeats) stay comparable within the run. Training: a batch of ``train_batch``
+    holding ``new_classes`` new classes, over ``conditioning_only`` (the same backward
+    through the frozen U-Net, only embedding rows trained). Sampling: a forward at
+    ``sample_batch`` with one new class, over the same wrapped model run with a task-1
+    class (the frozen U-Net's own path)."""
+    new = list(range(10, 10 + new_classes))
     x, y = batch(model, train_batch, new)
     xs, ys = batch(model, sample_batch, [new[0]])
     ts = torch.full((sample_batch,), 0.5)
-    results = {}
-    for name in ["conditioning_only"] + [n for n in names if n != "conditioning_only"]:
+    order = ["conditioning_only"] + [n for n in names if n != "conditioning_only"]
+    steps, samples, frozen = {}, {}, {}
+    for name in order:
         torch.manual_seed(0)
         m = methods.build(name).attach(build_unet(model, **MODELS[model]))
         m.add_classes(new)
-        m.train()
-        train = median_time(train_step_fn(m, m.trainable_parameters(), x, y), repeats)
-        m.eval()
-        with torch.no_grad():
-            samp = median_time(lambda: m(ts, xs, ys), repeats)
-            # A task-1 class: the frozen U-Net's own path through the same wrapped model.
-            frozen = median_time(lambda: m(ts, xs, torch.zeros_like(ys)), repeats)
-        results[name] = (train, samp, frozen)
-    base_train = results["conditioning_only"][0]
-    print(f"\n{model}: training step, batch {train_batch} with 8 new classes; sampling forward at batch "
-          f"{sample_batch}, one class")
-    print(f"{'method':24s} {'train ms':>9s} {'x base':>7s} {'sample ms':>10s} {'x frozen':>9s}")
-    for name, (train, samp, frozen) in results.items():
-        print(f"{name:24s} {train * 1000:9.1f} {train / base_train:7.2f} {samp * 1000:10.1f} {samp / frozen:9.2f}")
+        steps[name] = train_step_fn(m, m.trainable_parameters(), x, y)
+        samples[name] = (lambda m=m: m(ts, xs, ys))
+        frozen[name] = (lambda m=m: m(ts, xs, torch.zeros_like(ys)))
+        steps[name]()                          # warm-up
+    times = {k: {n: [] for n in order} for k in ("train", "sample", "frozen")}
+    for _ in range(repeats):
+        for name in order:
+            times["train"][name].append(_timed(steps[name]))
+            with torch.no_grad():
+                times["sample"][name].append(_timed(samples[name]))
+                times["frozen"][name].append(_timed(frozen[name]))
+    med = {k: {n: statistics.median(v) for n, v in d.items()} for k, d in times.items()}
+    base = med["train"]["conditioning_only"]
+    return {
+        "model": model, "train_batch": train_batch, "new_classes_per_batch": new_classes,
+        "sample_batch": sample_batch, "repeats": repeats,
+        "train_ms": {n: round(t * 1000, 1) for n, t in med["train"].items()},
+        "train_ratio": {n: round(t / base, 4) for n, t in med["train"].items()},
+        "sample_ratio": {n: round(med["sample"][n] / med["frozen"][n], 4) for n in order},
+    }
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def print_methods(result: dict) -> None:
+    print(f"\n{result['model']}: training step, batch {result['train_batch']} with {result['new_classes_per_batch']} "
+          f"new classes; sampling forward at batch {result['sample_batch']}, one class")
+    print(f"{'method':24s} {'train ms':>9s} {'x base':>7s} {'sample x frozen':>16s}")
+    for name, ms in result["train_ms"].items():
+        print(f"{name:24s} {ms:9.1f} {result['train_ratio'][name]:7.2f} {result['sample_ratio'][name]:16.2f}")
 
 
 def main() -> None:
@@ -125,19 +159,37 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-backbone", action="store_true")
+    ap.add_argument("--json", action="store_true",
+                    help="one JSON object: train_ratio / sample_ratio per method on the CIFAR10 U-Net at the "
+                         "paper's class mix (batch 32, 2 new classes), and under worst_case (batch 16, 8 classes)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    names = methods.available() if args.methods == "all" else [n for n in args.methods.split(",") if n]
+    if args.json:
+        names = names or ["vanilla_mul", "funlora"]
+        paper = measure_methods("cifar10", names, args.repeats, train_batch=32, new_classes=2, sample_batch=16)
+        worst = measure_methods("cifar10", names, args.repeats, train_batch=16, new_classes=8, sample_batch=16)
+        out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu", **paper,
+               "worst_case": worst}
+        if "funlora" in names and "vanilla_mul" in names:
+            out["funlora_over_vanilla_mul"] = {
+                "paper_mix": round(paper["train_ms"]["funlora"] / paper["train_ms"]["vanilla_mul"], 4),
+                "worst_case": round(worst["train_ms"]["funlora"] / worst["train_ms"]["vanilla_mul"], 4)}
+        print(json.dumps(out, indent=1))
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
     models = [m for m in args.models.split(",") if m]
     if not args.skip_backbone:
         for model in models:
             backbone_section(model, args.repeats, sample_batch=64 if model == "cifar10" else 256)
         classifier_section(args.repeats)
-    names = methods.available() if args.methods == "all" else [n for n in args.methods.split(",") if n]
     for model in models if names else []:
         big = model == "cifar10"
-        method_section(model, names, args.repeats, train_batch=16 if big else 64, sample_batch=16 if big else 256)
+        print_methods(measure_methods(model, names, args.repeats, train_batch=32 if big else 64,
+                                      new_classes=2, sample_batch=16 if big else 256))
+        print_methods(measure_methods(model, names, args.repeats, train_batch=16 if big else 64,
+                                      new_classes=8, sample_batch=16 if big else 256))
 
 
 if __name__ == "__main__":

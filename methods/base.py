@@ -189,6 +189,7 @@ class Adapter(nn.Module):
         self.class_params = nn.ModuleDict()
         self._plan: BatchPlan | None = None
         self.budget_choice = None   # a methods.budget.BudgetChoice once a budget is resolved
+        self._weights: dict = {}    # (layer key, class) -> (stamp, W'_y), sampling only (class_weight)
 
     # ---- options and attachment -------------------------------------------------
     def attach(self, backbone: nn.Module) -> "Adapter":
@@ -282,6 +283,8 @@ class Adapter(nn.Module):
     def batch(self, labels: torch.Tensor):
         """Route a forward pass for ``labels``: every sample uses its own class's layers."""
         self._plan = BatchPlan.build(labels, self.adapted_classes())
+        keep = set(self._plan.classes) if not torch.is_grad_enabled() else set()
+        self._weights = {k: v for k, v in self._weights.items() if k[1] in keep}
         try:
             yield self._plan
         finally:
@@ -337,7 +340,7 @@ class Adapter(nn.Module):
         m = max(idx.numel() for _, idx in plan.groups)
         weights, blocks = [], []
         for cls, idx in plan.groups:
-            w = base.weight if cls is None else self.adapted_weight(key, base.weight, self.class_params[str(cls)].layers[key])
+            w = base.weight if cls is None else self.class_weight(key, base, cls)
             weights.append(w)
             xb = x.index_select(0, idx)
             if idx.numel() < m:
@@ -355,8 +358,25 @@ class Adapter(nn.Module):
     def _call_with_weight(self, key: str, base: nn.Module, x: torch.Tensor, cls: int | None) -> torch.Tensor:
         if cls is None:
             return base(x)
-        weight = self.adapted_weight(key, base.weight, self.class_params[str(cls)].layers[key])
-        return conv_with_weight(base, x, weight)
+        return conv_with_weight(base, x, self.class_weight(key, base, cls))
+
+    def class_weight(self, key: str, base: nn.Module, cls: int) -> torch.Tensor:
+        """W'_y of layer ``key``; without grad (sampling) reused while its inputs are unchanged.
+
+        An ODE solver calls the model many times with the same classes: W'_y is computed
+        once per class and layer and kept, stamped with the versions of the tensors it was
+        made from (an optimizer step or a load bumps them, so it is then recomputed).
+        Only the classes of the current batch are kept."""
+        params = self.class_params[str(cls)].layers[key]
+        if torch.is_grad_enabled():
+            return self.adapted_weight(key, base.weight, params)
+        stamp = tuple((t._version, t.data_ptr()) for t in (base.weight, *params.values()))
+        hit = self._weights.get((key, cls))
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        weight = self.adapted_weight(key, base.weight, params)
+        self._weights[(key, cls)] = (stamp, weight)
+        return weight
 
     def adapted_weight(self, key: str, weight: torch.Tensor, params: nn.ParameterDict) -> torch.Tensor:
         """W'_y for one class and layer; weight-form methods override this."""

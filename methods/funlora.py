@@ -40,6 +40,41 @@ def exact_inverse(c: float) -> float:
     raise ArithmeticError(f"no float32 inverse of {c}")  # pragma: no cover - cannot happen for c in (0.5, 1]
 
 
+class CosineModulation(torch.autograd.Function):
+    """M = sum_j gamma_j cos(omega_j b a^T) and its gradients in a few large ops.
+
+    Forward: X = omega (x) vec(b a^T) (K x N), C = cos X, M = gamma^T C (one matrix-vector
+    product). With gradients wanted it also keeps S = sin X, so the backward is three
+    matrix-vector products and no transcendental call:
+    dgamma = C g, domega = -gamma * (S (g * p)), dp = -((gamma * omega)^T S) * g,
+    db = dP a, da = dP^T b (g = vec dL/dM, p = vec b a^T). Autograd through
+    ``cos(omega[:, None, None] * outer(b, a))`` made and kept K full c_out x c_in
+    tensors per op instead (about 1.5x the time, ``benchmarks/perf.py``). Equal to it to
+    float32 rounding (tests); exactly M = 1 at FunLoRA's initialisation (every term but
+    gamma_1 cos(1) is an exact zero).
+    """
+
+    @staticmethod
+    def forward(ctx, b, a, gamma, omega):
+        p = torch.outer(b, a).reshape(1, -1)
+        x = omega[:, None] * p
+        c = torch.cos(x)
+        m = (gamma[None, :] @ c).view(b.numel(), a.numel())
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(b, a, gamma, omega, c, torch.sin(x))
+        return m
+
+    @staticmethod
+    def backward(ctx, grad):
+        b, a, gamma, omega, c, s = ctx.saved_tensors
+        g = grad.reshape(-1, 1)
+        p = torch.outer(b, a).reshape(-1, 1)
+        d_gamma = (c @ g).view(-1)
+        d_omega = -gamma * (s @ (g * p)).view(-1)
+        d_p = (((gamma * omega)[None, :] @ s).view(-1, 1) * g).neg_().view(b.numel(), a.numel())
+        return d_p @ a, d_p.t() @ b, d_gamma, d_omega
+
+
 @dataclass
 class FunLoRAOptions(AdapterOptions):
     """``function`` f_j (cosine, power, rshift), ``K`` functions, ``learn`` omega / p,
@@ -123,17 +158,21 @@ class FunLoRA(Adapter):
             bs = torch.stack([torch.roll(b, j) for j in range(K)])      # (K, c_out)
             as_ = torch.stack([torch.roll(a, j) for j in range(K)])     # (K, c_in)
             return (bs * gamma[:, None]).t() @ as_
-        ba = torch.outer(b, a)
         if fn == "cosine":
-            omega = params["omega"] if "omega" in params else torch.arange(1, K + 1, dtype=ba.dtype, device=ba.device)
-            f = torch.cos(omega[:, None, None] * ba)
+            omega = params["omega"] if "omega" in params else torch.arange(1, K + 1, dtype=b.dtype, device=b.device)
+            return CosineModulation.apply(b, a, gamma, omega)
+        ba = torch.outer(b, a)
+        if "p" in params:
+            f = torch.sign(ba) * ba.abs().clamp_min(1e-12).pow(params["p"][:, None, None])
         else:
-            if "p" in params:
-                f = torch.sign(ba) * ba.abs().clamp_min(1e-12).pow(params["p"][:, None, None])
-            else:
-                p = torch.arange(1, K + 1, dtype=ba.dtype, device=ba.device)
-                f = ba.pow(p[:, None, None])
+            p = torch.arange(1, K + 1, dtype=ba.dtype, device=ba.device)
+            f = ba.pow(p[:, None, None])
         return torch.einsum("k,kij->ij", gamma, f)
+
+    @staticmethod
+    def cosine_reference(b, a, gamma, omega) -> torch.Tensor:
+        """The plain autograd form of the cosine M (what CosineModulation must equal)."""
+        return torch.einsum("k,kij->ij", gamma, torch.cos(omega[:, None, None] * torch.outer(b, a)))
 
     def adapted_weight(self, key, weight, params):
         m = self.modulation(params, weight.shape[0], weight.shape[1])

@@ -95,8 +95,9 @@ def test_identity_at_initialisation(name):
     t, x, y = _inputs(classes=(0, 4, 5))
     with torch.no_grad():
         before = unet(t, x, y)
-    m = methods.build(name, layers="all").attach(unet) if name not in ("lora_attention", "conditioning_only") \
-        else methods.build(name).attach(unet)
+    # oft / boft need block_size to divide c_out (the tiny U-Net's output conv has c_out 1): their default layers.
+    m = methods.build(name, layers="all").attach(unet) \
+        if name not in ("lora_attention", "conditioning_only", "oft", "boft") else methods.build(name).attach(unet)
     if name == "lora_attention":
         unet2 = randomized_unet("small", image_size=16, in_channels=1, num_classes=6, attention_resolutions="8")
         t2, x2 = torch.rand(6), torch.randn(6, 1, 16, 16)

@@ -1,0 +1,74 @@
+"""Fast paths must compute what the plain code computes: FunLoRA's fused cosine modulation
+and the sampling-time cache of adapted weights."""
+import pytest
+import torch
+
+import methods
+from methods.funlora import CosineModulation, FunLoRA
+
+from .conftest import randomized_unet
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_fused_cosine_modulation_equals_autograd(dtype, tol):
+    torch.manual_seed(0)
+    b = (1 + 0.3 * torch.randn(48, dtype=dtype)).requires_grad_()
+    a = (1 + 0.3 * torch.randn(80, dtype=dtype)).requires_grad_()
+    gamma = torch.randn(10, dtype=dtype).requires_grad_()
+    omega = (torch.arange(1, 11, dtype=dtype) + 0.2 * torch.randn(10, dtype=dtype)).requires_grad_()
+    upstream = torch.randn(48, 80, dtype=dtype)
+    fused = CosineModulation.apply(b, a, gamma, omega)
+    plain = FunLoRA.cosine_reference(b, a, gamma, omega)
+    torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
+    g_fused = torch.autograd.grad((fused * upstream).sum(), (b, a, gamma, omega))
+    g_plain = torch.autograd.grad((plain * upstream).sum(), (b, a, gamma, omega))
+    for name, x, y in zip("b a gamma omega".split(), g_fused, g_plain):
+        scale = y.abs().max()
+        assert ((x - y).abs().max() / scale) < 10 * tol, name
+
+
+def test_fused_cosine_modulation_gradcheck():
+    torch.manual_seed(1)
+    args = [torch.randn(5, dtype=torch.float64, requires_grad=True), torch.randn(7, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, dtype=torch.float64, requires_grad=True), torch.rand(4, dtype=torch.float64, requires_grad=True)]
+    assert torch.autograd.gradcheck(CosineModulation.apply, args)
+
+
+@pytest.mark.parametrize("options", [{}, {"learn": False}, {"ratio": 4}])
+def test_funlora_adapted_weight_matches_the_plain_formula(options):
+    """M through the fused function equals the unfused formula for every cosine variant."""
+    m = methods.build("funlora", **options).attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
+    m.add_classes([4])
+    with torch.no_grad():
+        for p in m.class_params.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    for key, params in m.class_params["4"].layers.items():
+        w = m._layer(key).base.weight
+        c_out, c_in = w.shape[:2]
+        b, a = m._full(params["B"], c_out), m._full(params["A"], c_in)
+        omega = params["omega"] if "omega" in params else torch.arange(1, 11, dtype=torch.float32)
+        torch.testing.assert_close(m.modulation(params, c_out, c_in),
+                                   FunLoRA.cosine_reference(b, a, params["gamma"], omega))
+
+
+def test_sampling_reuses_adapted_weights_until_parameters_change():
+    m = methods.build("funlora").attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
+    m.add_classes([4, 5])
+    t, x, y = torch.rand(4), torch.randn(4, 1, 8, 8), torch.tensor([4, 5, 4, 0])
+    calls = []
+    original = m.adapted_weight
+    m.adapted_weight = lambda *args: calls.append(1) or original(*args)
+    with torch.no_grad():
+        first = m(t, x, y)
+        n = len(calls)
+        second = m(t, x, y)
+        assert len(calls) == n and torch.equal(first, second)      # every W'_y reused
+    opt = torch.optim.SGD(m.trainable_parameters(), lr=0.1)
+    m(t, x, y).pow(2).mean().backward()
+    opt.step()
+    with torch.no_grad():
+        third = m(t, x, y)
+    assert len(calls) > 2 * n and not torch.equal(first, third)   # recomputed after the step
+    with torch.no_grad():
+        m(t, x, torch.tensor([5, 5, 5, 5]))
+    assert {c for _, c in m._weights} == {5}                        # only the batch's classes are kept
