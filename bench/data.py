@@ -203,6 +203,20 @@ class DatasetSpec:
     loader: Callable[[Path], tuple]
     how_to_get: str
     default_split: str
+    throughput_only: bool = False      # random tensors: for timing runs, never in a table
+
+
+def _synthetic(classes: int, channels: int, size: int, train: int, test: int) -> Callable[[Path], tuple]:
+    """Random uint8 images (seeded, the same everywhere) of a real dataset's shape and class count."""
+    def load(root: Path) -> tuple:
+        rng = np.random.default_rng(0)
+        out = []
+        for per_class in (train, test):
+            y = np.repeat(np.arange(classes), per_class)
+            out += [rng.integers(0, 256, (len(y), channels, size, size), dtype=np.uint8), y]
+        return tuple(out)
+
+    return load
 
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
@@ -217,6 +231,10 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
                 "(the folder holding cifar-100-python/)", "20-20"),
     DatasetSpec("imagenet100", 100, 3, 64, _imagenet100,
                 "an ImageFolder with train/ and val/ (100 class folders each) under data_root/imagenet100", "20-20"),
+    # Throughput only (no download, nothing to learn): the shapes and class counts of the paper's data.
+    DatasetSpec("synthetic", 10, 3, 32, _synthetic(10, 3, 32, 5000, 1000), "generated", "2-2", True),
+    DatasetSpec("synthetic100", 100, 3, 32, _synthetic(100, 3, 32, 500, 100), "generated", "20-20", True),
+    DatasetSpec("synthetic64", 100, 3, 64, _synthetic(100, 3, 64, 500, 50), "generated", "20-20", True),
 )}
 
 

@@ -127,12 +127,15 @@ class Cell:
         data_mod.parse_split(cfg["split"], self.dataset.num_classes)
         self.seed_stage("backbone-init")  # the U-Net's initial weights, whatever ran before in the process
         self.unet, self.size = model_for(cfg, self.dataset.name)
+        if cfg.get("compile"):
+            self.unet.compile()   # torch.compile of the U-Net's forward (adapter routing adds graph breaks)
         self.data = prepare_data(cfg, self.dataset, self.size)
         self.paths = StagePaths(cfg, artifacts or cfg.get("workdir") or "results/artifacts")
         self.progress = bool(cfg.get("progress", True))
         self.solver = SolverConfig.from_dict(cfg["solver"])
         self.strategy = strategies.for_method(self.method_name)(self)
         self.tuning: dict | None = None  # tune=lr: candidates, scores and the chosen learning rate
+        self._groups: dict[int, tuple] = {}  # task -> its classes' synthetic images (reused_samples)
 
     # ---- stages offered to the strategies -----------------------------------------------
     def stage_seed(self, stage: str, task: int = 0) -> int:
@@ -188,8 +191,37 @@ class Cell:
                           self.cfg["sampling"]["batch_size"], self.seed_stage(stage, task), self.device,
                           self.progress)
 
+    def reused_samples(self, t: int):
+        """The synthetic set of tasks 1..t when old classes never change (``old_classes_frozen``).
+
+        Each task's classes are sampled once, as one group seeded by that task, and kept:
+        the images of task i's classes are the same at every later task (their adapters are
+        bit-identical), so sampling them again would draw the same distribution at t times
+        the cost. After a resume the groups are drawn again, identically. NFE counts each
+        group once, in the row of the first task whose classifier uses it (so the record is
+        the same whether the run was resumed or not); seconds are the sampling really done."""
+        first = min(s for s in range(1, len(self.data.tasks) + 1) if self.strategy.classifier_data(s) == "synthetic")
+        xs, ys, nfes, seconds = [], [], [], 0.0
+        for i in range(1, t + 1):
+            if i not in self._groups:
+                x, y, n, secs = self.synthesize(self.strategy.sampler(), self.data.tasks[i - 1], "sampling-task", i)
+                self._groups[i] = (x, y, n)
+                seconds += secs
+            x, y, n = self._groups[i]
+            xs.append(x)
+            ys.append(y)
+            if max(i, first) == t:
+                nfes += n
+        return torch.cat(xs), torch.cat(ys), nfes, seconds
+
     # ---- the protocol ---------------------------------------------------------------------
     def run(self) -> Record:
+        """Every task; under ``precision=bf16`` every forward runs in bfloat16 autocast."""
+        bf16 = self.cfg.get("precision", "fp32") == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return self._run()
+
+    def _run(self) -> Record:
         d, strategy = self.data, self.strategy
         self.unet.to(self.device)
         T = len(d.tasks)
@@ -228,6 +260,8 @@ class Cell:
         nfes, sampling_seconds = [], 0.0
         if source == "real":
             x, y = self.task_data(seen)
+        elif self.strategy.old_classes_frozen:
+            x, y, nfes, sampling_seconds = self.reused_samples(t)
         else:
             x, y, nfes, sampling_seconds = self.synthesize(self.strategy.sampler(), seen, "sampling", t)
         net, secs = train_classifier(x, y, seen, cfg["classifier"], self.stage_seed("classifier", t), self.device,

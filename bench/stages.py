@@ -20,9 +20,15 @@ def key_of(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _precision(cfg: dict) -> dict:
+    """bf16 autocast changes what is computed (fp32, the default, keeps the keys it always had)."""
+    return {"precision": cfg["precision"]} if cfg.get("precision", "fp32") != "fp32" else {}
+
+
 def backbone_key(cfg: dict) -> str:
     """Key of the task-1 backbone: data, split, seed, model and its schedule; never the method."""
-    return key_of({**{k: cfg[k] for k in BACKBONE_KEYS}, "schedule": cfg["generator"]["task1"], "rng": RNG_VERSION})
+    return key_of({**{k: cfg[k] for k in BACKBONE_KEYS}, "schedule": cfg["generator"]["task1"], "rng": RNG_VERSION,
+                   **_precision(cfg)})
 
 
 def generator_key(cfg: dict) -> str:
@@ -36,9 +42,15 @@ def generator_key(cfg: dict) -> str:
     return key_of({"backbone": backbone_key(cfg), **extra})
 
 
+# Bumped when how the synthetic sets are drawn changes (2: a strategy whose old classes never
+# change samples each task's classes once and reuses them).
+SAMPLING_VERSION = 2
+
+
 def evaluation_key(cfg: dict) -> str:
     """Key of the per-task synthetic sets and classifiers: the generators plus solver and classifier."""
     return key_of({"generator": generator_key(cfg), "solver": cfg["solver"], "sampling": cfg["sampling"],
+                   "sampling_version": SAMPLING_VERSION,
                    "classifier": cfg["classifier"], "test_per_class": cfg["test_per_class"],
                        "fid": [cfg.get("fid", False), cfg.get("fid_extractor", "auto")]})
 
@@ -46,13 +58,13 @@ def evaluation_key(cfg: dict) -> str:
 def first_task_key(cfg: dict) -> str:
     """Key of the task-1 evaluation on real data (a classifier on real D_1): shared by every method."""
     return key_of({**{k: cfg[k] for k in BACKBONE_KEYS if k not in ("model",)}, "classifier": cfg["classifier"],
-                   "test_per_class": cfg["test_per_class"], "rng": RNG_VERSION})
+                   "test_per_class": cfg["test_per_class"], "rng": RNG_VERSION, **_precision(cfg)})
 
 
 def feature_net_key(cfg: dict) -> str:
     """Key of the ResNet18 trained on all real training data (the offline FID extractor)."""
     return key_of({**{k: cfg[k] for k in ("dataset", "seed", "scale", "image_size", "train_per_class", "classifier")},
-                   "rng": RNG_VERSION})
+                   "rng": RNG_VERSION, **_precision(cfg)})
 
 
 class StagePaths:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import yaml
 from tqdm.auto import tqdm
 
@@ -38,7 +39,7 @@ class SweepOptions:
 
     grid: Optional[str] = None
     executor: str = "local"
-    jobs: int = 1
+    jobs: Any = "auto"
     slurm: Optional[str] = None
     store: str = "results/store"
     dry_run: bool = False
@@ -202,6 +203,23 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def local_jobs(jobs: Any, plan: "Plan") -> int:
+    """``jobs=auto``: one job per CPU core on a CPU (small models scale better across
+    processes than across threads), one at a time when the cells run on a GPU."""
+    if jobs != "auto":
+        return int(jobs)
+    devices = {str(c.config.get("device", "auto")) for c in plan.todo}
+    gpu = any(d.startswith("cuda") for d in devices) or ("auto" in devices and torch.cuda.is_available())
+    return 1 if gpu else max(1, os.cpu_count() or 1)
+
+
+def set_threads(sweep: dict, n_jobs: int) -> None:
+    """Local jobs share the cores: each gets cores // (jobs running at once), set before submission."""
+    if sweep["executor"] == "local":
+        at_once = max(1, min(sweep["jobs"], n_jobs))
+        os.environ["FUNLORA_THREADS"] = str(max(1, (os.cpu_count() or 1) // at_once))
+
+
 def stop_jobs(grace: float = 10.0) -> int:
     """Stop every live local job and its processes: SIGTERM, then SIGKILL after ``grace`` seconds."""
     import signal
@@ -316,8 +334,9 @@ def _main(argv: list[str]) -> int:
         raise BenchError("give a grid: python -m bench.sweep grid=NAME; grids: " + ", ".join(grids.available()))
     if sweep["executor"] not in EXECUTORS:
         raise BenchError(f"unknown executor {sweep['executor']!r}; executors: {', '.join(EXECUTORS)}")
-    if not isinstance(sweep["jobs"], int) or sweep["jobs"] < 1:
-        raise BenchError(f"jobs must be a positive integer, got {sweep['jobs']!r}")
+    if sweep["jobs"] != "auto" and (isinstance(sweep["jobs"], bool) or not isinstance(sweep["jobs"], int)
+                                    or sweep["jobs"] < 1):
+        raise BenchError(f"jobs must be a positive integer or auto, got {sweep['jobs']!r}")
     profile = load_profile(sweep["slurm"]) if sweep["executor"] == "slurm" else {}
     overrides = {**args, "seeds": sweep["seeds"], "datasets": sweep["datasets"]}
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -343,12 +362,12 @@ def _main(argv: list[str]) -> int:
             keep_aside(plan.record_path(c), st)
     print(f"grid {plan.grid}: {len(plan.todo)} of {len(plan.cells)} cells to run; "
           f"{len(plan.backbones)} backbone(s) and {len(plan.groups)} generator group(s) to train")
-    if sweep["executor"] == "local":
-        os.environ["FUNLORA_THREADS"] = str(max(1, (os.cpu_count() or 1) // sweep["jobs"]))
+    sweep["jobs"] = local_jobs(sweep["jobs"], plan)
     logs = store / "logs" / plan.grid / "%j"
     slurm = sweep["executor"] == "slurm"
     failures = []
     if plan.backbones:
+        set_threads(sweep, len(plan.backbones))
         ex = make_executor(sweep["executor"], logs, profile, "backbone", sweep["timeout_min"])
         for _, job, _, exc in dispatch(ex, "backbone", list(plan.backbones.values()), str(plan.artifacts),
                                        sweep["jobs"], "backbones", slurm):
@@ -357,6 +376,7 @@ def _main(argv: list[str]) -> int:
     cell_overrides = {k: v for k, v in overrides.items() if k not in ("seeds", "datasets")}
     payloads = [[{"config": c.config, "label": c.label, "grid": plan.grid, "record": str(plan.record_path(c)),
                   "overrides": cell_overrides} for c in group] for group in plan.groups.values()]
+    set_threads(sweep, len(payloads))
     ex = make_executor(sweep["executor"], logs, profile, "cells", sweep["timeout_min"])
     for i, job, _, exc in dispatch(ex, "cells", payloads, str(plan.artifacts), sweep["jobs"], "cells", slurm):
         if exc is not None:

@@ -159,6 +159,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-backbone", action="store_true")
+    ap.add_argument("--json-model", default="cifar10", help=argparse.SUPPRESS)  # tests: a small model
     ap.add_argument("--json", action="store_true",
                     help="one JSON object: train_ratio / sample_ratio per method on the CIFAR10 U-Net at the "
                          "paper's class mix (batch 32, 2 new classes), and under worst_case (batch 16, 8 classes)")
@@ -168,8 +169,9 @@ def main() -> None:
     names = methods.available() if args.methods == "all" else [n for n in args.methods.split(",") if n]
     if args.json:
         names = names or ["vanilla_mul", "funlora"]
-        paper = measure_methods("cifar10", names, args.repeats, train_batch=32, new_classes=2, sample_batch=16)
-        worst = measure_methods("cifar10", names, args.repeats, train_batch=16, new_classes=8, sample_batch=16)
+        model = args.json_model
+        paper = measure_methods(model, names, args.repeats, train_batch=32, new_classes=2, sample_batch=16)
+        worst = measure_methods(model, names, args.repeats, train_batch=16, new_classes=8, sample_batch=16)
         out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu", **paper,
                "worst_case": worst}
         if "funlora" in names and "vanilla_mul" in names:

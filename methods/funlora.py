@@ -56,18 +56,20 @@ class CosineModulation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, b, a, gamma, omega):
-        p = torch.outer(b, a).reshape(1, -1)
-        x = omega[:, None] * p
-        c = torch.cos(x)
-        m = (gamma[None, :] @ c).view(b.numel(), a.numel())
-        if any(ctx.needs_input_grad):
-            ctx.save_for_backward(b, a, gamma, omega, c, torch.sin(x))
+        # In the parameters' precision even under bf16 autocast: M multiplies every weight.
+        with torch.autocast(b.device.type, enabled=False):
+            p = torch.outer(b, a).reshape(1, -1)
+            x = omega[:, None] * p
+            c = torch.cos(x)
+            m = (gamma[None, :] @ c).view(b.numel(), a.numel())
+            if any(ctx.needs_input_grad):
+                ctx.save_for_backward(b, a, gamma, omega, c, torch.sin(x))
         return m
 
     @staticmethod
     def backward(ctx, grad):
         b, a, gamma, omega, c, s = ctx.saved_tensors
-        g = grad.reshape(-1, 1)
+        g = grad.to(c.dtype).reshape(-1, 1)
         p = torch.outer(b, a).reshape(-1, 1)
         d_gamma = (c @ g).view(-1)
         d_omega = -gamma * (s @ (g * p)).view(-1)

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from bench import config
 from bench.metrics import average_accuracies, forgetting
@@ -94,3 +95,38 @@ def test_image_quality_is_stored_with_its_extractor(tmp_path):
     assert q["extractor"] == "resnet18-real-penultimate"
     assert q["fid"] > 0 and 0 <= q["precision"] <= 1 and 0 <= q["recall"] <= 1
     assert q["n_fake"] == 16 * 10  # smoke: 16 samples per class, all 10 classes after the last task
+
+
+def test_adapters_sample_each_task_once_and_reuse_it(tmp_path, monkeypatch):
+    """Old classes are frozen under adapters: the synthetic images of task i's classes are drawn
+    once and are the same in every later task's training set; a resumed run draws them again,
+    identically, and writes the same record."""
+    import bench.protocol as protocol
+
+    seen, drawn = [], []
+    real_train, real_synth = protocol.train_classifier, protocol.synthesize
+
+    def spy_train(x, y, *args, **kwargs):
+        seen.append((x.clone(), y.clone()))
+        return real_train(x, y, *args, **kwargs)
+
+    def spy_synth(model, classes, *args, **kwargs):
+        drawn.append(list(classes))
+        return real_synth(model, classes, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "train_classifier", spy_train)
+    monkeypatch.setattr(protocol, "synthesize", spy_synth)
+    first = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
+    assert drawn == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]       # each task's classes once
+    synthetic = [s for s in seen[1:]]                              # seen[0]: task 1 on real data
+    for (x_prev, y_prev), (x_next, y_next) in zip(synthetic, synthetic[1:]):
+        n = len(x_prev)
+        assert torch.equal(x_next[:n], x_prev) and torch.equal(y_next[:n], y_prev)
+    assert [n.calls for n in first.nfe] == [0, 2, 1, 1]          # each group's NFE counted once
+    # Resume after task 3: its evaluation is on disk, the in-memory groups are gone.
+    for p in (tmp_path / "art" / "evaluations").rglob("task4.json"):
+        p.unlink()
+    drawn.clear()
+    again = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
+    assert drawn == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]       # drawn again for task 4
+    assert again.accuracy == first.accuracy and [n.calls for n in again.nfe] == [0, 2, 1, 1]

@@ -57,7 +57,7 @@ def test_overrides_narrow_and_validate():
     (["grid=smoke", "method.K=0"], "has no option 'K'"),
     (["grid=smoke", "method=funlora", "method.K=0"], "method.K must be a positive integer"),
     (["grid=smoke", "solver.steps=0"], "solver.steps=0 is not on grid smoke's solver axis"),
-    (["grid=smoke", "jobs=abc"], "jobs: Value 'abc'"),
+    (["grid=smoke", "jobs=abc"], "jobs must be a positive integer or auto"),
     (["grid=smoke", "method=funlora", "method.layers=54-40"], "layer range 54-40 is empty"),
     ([], "give a grid"),
 ])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import grids
+from ..data import DATASETS
 from ..errors import BenchError
 from ..metrics import forgetting
 from ..record import Record
@@ -37,7 +38,7 @@ def _expected_configs(grid: str, overrides: dict, seed: int, cache: dict) -> dic
 
 # Keys that say where and how fast a cell ran, never what it computed: a record made with
 # threads=1 or device=cuda is not stale.
-CIRCUMSTANTIAL = ("threads", "progress", "device", "data_root", "workdir", "out", "deterministic")
+CIRCUMSTANTIAL = ("threads", "progress", "device", "data_root", "workdir", "out", "deterministic", "compile")
 
 
 def _results_config(cfg: dict) -> dict:
@@ -85,6 +86,10 @@ def load(store: str | Path, grid: str | None = None) -> Loaded:
             rec = Record.load(path)
         except BenchError as exc:
             out.problems.append(str(exc))
+            continue
+        if rec.cell.dataset in DATASETS and DATASETS[rec.cell.dataset].throughput_only:
+            out.problems.append(f"{path}: dataset {rec.cell.dataset} is random tensors for timing runs; "
+                                "never in a table")
             continue
         g = rec.grid or path.parent.name
         if g in grids.available():

@@ -14,6 +14,7 @@ class Adapters(Strategy):
     description = "frozen task-1 backbone + per-class adapters of a method in methods/"
     takes_method_options = True
     tunable = True
+    old_classes_frozen = True   # the contract: old classes bit-identical after new tasks
 
     def __init__(self, cell):
         super().__init__(cell)

@@ -7,6 +7,9 @@ Hooks (class attributes and methods; everything has a default):
 - ``has_generator``: whether it trains a generator at all (the classifier bound does not);
 - ``takes_method_options``: whether ``method.*`` options mean something to it;
 - ``tunable``: whether ``tune=lr`` applies (its adapters' learning rate);
+- ``old_classes_frozen``: whether a class's generator never changes after its task (per-class
+  adapters on a frozen backbone): each task's classes are then sampled once and their
+  synthetic images reused by every later task's classifier;
 - ``stage_keys(cfg)``: config, beyond the backbone, method and adapter schedule, that its
   generator stages depend on (their cache key);
 - ``start()``: work before task 1 (e.g. one generator on every class);
@@ -67,6 +70,7 @@ class Strategy:
     has_generator: ClassVar[bool] = True
     takes_method_options: ClassVar[bool] = False
     tunable: ClassVar[bool] = False       # tune=lr picks its adapter learning rate
+    old_classes_frozen: ClassVar[bool] = False   # samples of earlier tasks' classes stay valid
 
     def __init__(self, cell: "Cell"):
         self.cell = cell

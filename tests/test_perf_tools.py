@@ -1,0 +1,70 @@
+"""benchmarks/perf.py --json, benchmarks/gpu_check.py, precision=bf16 and dataset=synthetic: they run
+and say what they should (speed itself is measured by the scripts, never asserted here)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import config
+from bench.protocol import run_cell
+from bench.stages import backbone_key, evaluation_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(*args):
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_perf_json_has_ratios_per_method_and_the_worst_case():
+    res = _script("benchmarks/perf.py", "--json", "--json-model", "small", "--repeats", "1",
+                  "--methods", "vanilla_mul,funlora,ia3")
+    for part in (res, res["worst_case"]):
+        assert set(part["train_ratio"]) == {"conditioning_only", "vanilla_mul", "funlora", "ia3"}
+        assert set(part["sample_ratio"]) == set(part["train_ratio"])
+        assert part["train_ratio"]["conditioning_only"] == 1.0
+        assert all(v > 0 for v in part["train_ratio"].values())
+    assert (res["train_batch"], res["new_classes_per_batch"]) == (32, 2)
+    assert (res["worst_case"]["train_batch"], res["worst_case"]["new_classes_per_batch"]) == (16, 8)
+    assert set(res["funlora_over_vanilla_mul"]) == {"paper_mix", "worst_case"}
+
+
+def test_gpu_check_smoke_projects_every_stage():
+    res = _script("benchmarks/gpu_check.py", "--smoke", "--device", "cpu", "--repeats", "1", "--json")
+    assert res["counts"] == {"task1_steps": 39500, "adapter_steps": 94800, "solves_paper": 280,
+                             "solves_reused": 100, "classifier_steps": 45000}
+    for precision in ("fp32", "bf16"):
+        r = res["results"][precision]
+        assert r["sampling_nfe"] > 0 and set(r["projection"]) == {"generator_h", "sampling_paper_h",
+                                                                 "sampling_reused_h", "classifier_h"}
+
+
+def test_gpu_check_without_cuda_is_one_line():
+    out = subprocess.run([sys.executable, "benchmarks/gpu_check.py"], cwd=ROOT, capture_output=True, text=True)
+    import torch
+
+    if not torch.cuda.is_available():
+        assert out.returncode == 2 and out.stderr.strip().startswith("error: no CUDA device")
+
+
+def test_bf16_cell_runs_and_keeps_its_own_stages(tmp_path):
+    cfg = config.resolve({"dataset": "synthetic", "split": "2-2", "method": {"name": "funlora"}, "scale": "smoke",
+                          "precision": "bf16", "progress": False, "workdir": str(tmp_path)})
+    fp32 = {**cfg, "precision": "fp32"}
+    assert backbone_key(cfg) != backbone_key(fp32) and evaluation_key(cfg) != evaluation_key(fp32)
+    rec = run_cell(cfg, log=lambda *_: None)
+    assert rec.config["precision"] == "bf16" and len(rec.accuracy) == 5
+
+
+def test_synthetic_records_never_reach_a_table(tmp_path):
+    from bench.report.records import load
+
+    from .test_report import make_record
+
+    make_record(tmp_path, "table5", "synthetic", "2-2", "funlora", 0, 10.0, 10.0, 10028)
+    make_record(tmp_path, "table5", "cifar10", "2-2", "funlora", 0, 80.0, 85.0, 10028)
+    loaded = load(tmp_path)
+    assert list(loaded.frame["dataset"]) == ["cifar10"]
+    assert any("random tensors for timing runs" in p for p in loaded.problems)
