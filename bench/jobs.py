@@ -20,7 +20,7 @@ import submitit
 from . import trainer
 from .errors import BenchError
 from .protocol import Cell, run_cell
-from .record import Record
+from .record import Record, with_added_keys
 
 
 def train_backbone(cfg: dict, artifacts: str) -> dict:
@@ -93,6 +93,6 @@ def read_record(path: Path, expected_config: dict | None = None) -> tuple[str, R
         record = Record.load(path)
     except BenchError as exc:
         return f"corrupt: {str(exc).split(': ', 1)[-1]}", None
-    if expected_config is not None and record.config != expected_config:
+    if expected_config is not None and with_added_keys(record.config) != with_added_keys(expected_config):
         return "stale", record
     return "ok", record

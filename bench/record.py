@@ -54,6 +54,16 @@ class Seconds:
     total: float
 
 
+# Config keys added after records of SCHEMA 1 were first written, with the value that
+# reproduces what those records computed: an older record without them is not stale.
+ADDED_CONFIG_KEYS = {"precision": "fp32", "compile": False}
+
+
+def with_added_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with the keys added since it was written, at the values it implied."""
+    return {**ADDED_CONFIG_KEYS, **config}
+
+
 @dataclass
 class Record:
     """Everything one cell produced (README: "The record")."""

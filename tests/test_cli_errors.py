@@ -62,7 +62,7 @@ def test_subprocess_has_no_traceback():
     proc = subprocess.run([sys.executable, "-m", "bench.run", "dataset=nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: unknown dataset 'nope'; datasets: fashion_mnist, digits, cifar10, "
-                                   "cifar100, imagenet100")
+                                   "cifar100, imagenet100, synthetic, synthetic100, synthetic64")
     assert "Traceback" not in proc.stderr
 
 

@@ -94,6 +94,8 @@ def test_a_pickle_with_code_is_refused(tmp_path):
 def test_unknown_dataset_never_falls_through():
     with pytest.raises(BenchError, match="unknown dataset 'cifar1O' \\(did you mean 'cifar10'\\?\\)"):
         data.spec("cifar1O")
-    assert set(data.DATASETS) == {"fashion_mnist", "digits", "cifar10", "cifar100", "imagenet100"}
+    assert set(data.DATASETS) == {"fashion_mnist", "digits", "cifar10", "cifar100", "imagenet100",
+                                  "synthetic", "synthetic100", "synthetic64"}
+    assert {n for n, s in data.DATASETS.items() if s.throughput_only} == {"synthetic", "synthetic100", "synthetic64"}
     for name, s in data.DATASETS.items():
         assert s.name == name and s.num_classes in (10, 100) and s.channels in (1, 3) and s.how_to_get

@@ -15,7 +15,7 @@ from .. import grids
 from ..data import DATASETS
 from ..errors import BenchError
 from ..metrics import forgetting
-from ..record import Record
+from ..record import Record, with_added_keys
 
 
 @dataclass
@@ -42,7 +42,7 @@ CIRCUMSTANTIAL = ("threads", "progress", "device", "data_root", "workdir", "out"
 
 
 def _results_config(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in CIRCUMSTANTIAL}
+    return {k: v for k, v in with_added_keys(cfg).items() if k not in CIRCUMSTANTIAL}
 
 
 def flatten(rec: Record, path: Path) -> dict:
