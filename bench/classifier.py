@@ -81,11 +81,16 @@ def predict(net: nn.Module, x: torch.Tensor, device: torch.device, batch_size: i
 
 
 def accuracy_per_task(net: nn.Module, x: torch.Tensor, y: torch.Tensor, tasks: list[list[int]],
-                      device: torch.device) -> list[float]:
+                      device: torch.device, pred: torch.Tensor | None = None) -> list[float]:
     """Accuracy (%) on the test images of each task in ``tasks``."""
-    pred = predict(net, x, device)
+    pred = predict(net, x, device) if pred is None else pred
     out = []
     for classes in tasks:
         mask = torch.isin(y, torch.tensor(classes))
         out.append(100.0 * (pred[mask] == y[mask]).float().mean().item() if mask.any() else float("nan"))
     return out
+
+
+def accuracy_per_class(pred: torch.Tensor, y: torch.Tensor, classes: list[int]) -> dict[str, float]:
+    """Accuracy (%) on the test images of each class (JSON keys: the class index as text)."""
+    return {str(c): 100.0 * (pred[y == c] == c).float().mean().item() for c in classes if (y == c).any()}

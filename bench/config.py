@@ -83,6 +83,7 @@ class CellConfig:
     deterministic: bool = False
     precision: str = "fp32"            # fp32, or bf16 (autocast of every forward of the cell)
     compile: bool = False              # torch.compile of the U-Net
+    sample_grid: int = 8               # images per class in each task's sample grid (0: none)
     progress: bool = True
     fid: bool = False
     fid_extractor: str = "auto"
@@ -159,7 +160,7 @@ PAPER_DATASET_OVERRIDES = {
 TOP_LEVEL = {"dataset": "fashion_mnist", "split": "2-2", "method": {"name": "vanilla_mul"},
              "scale": "cpu", "seed": 0, "out": None, "device": "auto", "data_root": None,
              "workdir": None, "class_order": "natural", "threads": None, "deterministic": False,
-             "precision": "fp32", "compile": False,
+             "precision": "fp32", "compile": False, "sample_grid": 8,
              "progress": True,
              "fid": False, "fid_extractor": "auto"}
 
@@ -296,6 +297,8 @@ def validate(cfg: dict[str, Any]) -> None:
         raise BenchError(f"image_size must be auto or an integer >= 4, got {cfg['image_size']!r}")
     if cfg["device"] not in ("auto", "cpu", "cuda") and not str(cfg["device"]).startswith("cuda:"):
         raise BenchError(f"device must be auto, cpu or cuda[:N], got {cfg['device']!r}")
+    if isinstance(cfg["sample_grid"], bool) or not isinstance(cfg["sample_grid"], int) or cfg["sample_grid"] < 0:
+        raise BenchError(f"sample_grid must be a number of images per class (0: none), got {cfg['sample_grid']!r}")
     if cfg["precision"] not in ("fp32", "bf16"):
         raise BenchError(f"precision must be fp32 or bf16, got {cfg['precision']!r}")
     if cfg["fid_extractor"] not in ("auto", "inception", "classifier"):

@@ -204,6 +204,10 @@ class DatasetSpec:
     how_to_get: str
     default_split: str
     throughput_only: bool = False      # random tensors: for timing runs, never in a table
+    class_names: tuple[str, ...] = ()  # labels of sample grids and per-class tables (else the index)
+
+    def name_of(self, c: int) -> str:
+        return self.class_names[c] if c < len(self.class_names) else str(c)
 
 
 def _synthetic(classes: int, channels: int, size: int, train: int, test: int) -> Callable[[Path], tuple]:
@@ -221,11 +225,15 @@ def _synthetic(classes: int, channels: int, size: int, train: int, test: int) ->
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("fashion_mnist", 10, 1, 28, _fashion_mnist,
-                "on Debian `apt-get install dataset-fashion-mnist`, else data_root= with network access", "2-2"),
+                "on Debian `apt-get install dataset-fashion-mnist`, else data_root= with network access", "2-2",
+                class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                             "Bag", "Ankle boot")),
     DatasetSpec("digits", 10, 1, 8, _digits, "ships with scikit-learn", "2-2"),
     DatasetSpec("cifar10", 10, 3, 32, lambda root: _cifar(root, "cifar10"),
                 "download it with torchvision on a machine with network access and pass data_root= "
-                "(the folder holding cifar-10-batches-py/)", "2-2"),
+                "(the folder holding cifar-10-batches-py/)", "2-2",
+                class_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                             "truck")),
     DatasetSpec("cifar100", 100, 3, 32, lambda root: _cifar(root, "cifar100"),
                 "download it with torchvision on a machine with network access and pass data_root= "
                 "(the folder holding cifar-100-python/)", "20-20"),

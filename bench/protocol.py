@@ -19,7 +19,7 @@ import methods
 
 from . import data as data_mod
 from . import strategies
-from .classifier import accuracy_per_task, train_classifier
+from .classifier import accuracy_per_class, accuracy_per_task, predict, train_classifier
 from .errors import BenchError
 from .files import load_tensors, quarantine, read_json
 from .locks import record_provenance, stage_lock
@@ -227,7 +227,7 @@ class Cell:
         T = len(d.tasks)
         acc: list[list[float | None]] = []
         seconds = {"generator": [], "sampling": [], "classifier": []}
-        nfe, trainable = [], []
+        nfe, trainable, per_class, grids = [], [], [], []
         strategy.start()
         for t, classes in enumerate(d.tasks, start=1):
             seen = [c for task in d.tasks[:t] for c in task]
@@ -249,10 +249,12 @@ class Cell:
             seconds["classifier"].append(row["classifier_seconds"])
             nfe.append(row["nfe"])
             acc.append(row["accuracy"] + [None] * (T - t))
+            per_class.append(row.get("per_class", {}))  # {} from an evaluation cached before it was kept
+            grids.append(self.sample_grid(t, seen))
             shown = " ".join(f"{a:.1f}" for a in row["accuracy"])
             self.log(f"task {t}/{T} classes {classes}: accuracy per task [{shown}]  "
                      f"Abar_{t} = {sum(row['accuracy']) / t:.2f}")
-        return self.record(acc, seconds, nfe, trainable, row.get("quality"))
+        return self.record(acc, seconds, nfe, trainable, row.get("quality"), per_class, grids)
 
     def evaluate(self, t: int, seen: list[int], source: str) -> dict:
         """Task t's classifier, trained on ``source`` data (``real`` or ``synthetic``), on the real test set."""
@@ -267,8 +269,9 @@ class Cell:
         net, secs = train_classifier(x, y, seen, cfg["classifier"], self.stage_seed("classifier", t), self.device,
                                      self.progress, desc=f"task {t} classifier")
         m = _mask(d.test_y, seen)
-        accs = accuracy_per_task(net, d.test_x[m], d.test_y[m], d.tasks[:t], self.device)
-        row = {"accuracy": accs, "nfe": summarize_nfe(nfes, self.solver.name),
+        pred = predict(net, d.test_x[m], self.device)
+        accs = accuracy_per_task(net, d.test_x[m], d.test_y[m], d.tasks[:t], self.device, pred=pred)
+        row = {"accuracy": accs, "per_class": accuracy_per_class(pred, d.test_y[m], seen), "nfe": summarize_nfe(nfes, self.solver.name),
                "sampling_seconds": sampling_seconds, "classifier_seconds": secs, "classifier_data": source}
         if cfg["fid"] and t == len(d.tasks) and source != "real":
             row["quality"] = self.quality(x, d.test_x[m])
@@ -304,7 +307,23 @@ class Cell:
         q = image_quality(fake, real, extractor, net, self.device)
         return {**q, "seconds": time.perf_counter() - t0, "n_fake": len(fake), "n_real": len(real)}
 
-    def record(self, acc, seconds, nfe, trainable, quality=None) -> Record:
+    def sample_grid(self, t: int, seen: list[int]) -> str | None:
+        """Task t's grid of ``sample_grid`` images per seen class (cached beside the evaluations)."""
+        n = int(self.cfg.get("sample_grid", 8))
+        if n == 0 or not self.strategy.has_generator:
+            return None
+        from .pictures import draw_samples, grid_image, write_grid
+
+        path = self.paths.evaluations / f"samples_task{t}_n{n}.png"
+        if not path.exists():
+            samples = draw_samples(self.strategy.sampler(), seen, n, self.data.train_x.shape[1:], self.solver,
+                                   self.cfg["seed"], self.device)
+            spec = data_mod.spec(self.dataset.name)
+            names = {c: spec.name_of(c) for c in seen}
+            write_grid(grid_image(samples, names, f"{self.method_name}, after task {t}"), path)
+        return str(path.resolve())
+
+    def record(self, acc, seconds, nfe, trainable, quality=None, per_class=None, grids=None) -> Record:
         la, aia, abar = average_accuracies(acc)
         adapter = self.strategy.adapter
         cfg = self.cfg
@@ -316,6 +335,7 @@ class Cell:
             embedding_params_per_class=adapter.embedding_params_per_class() if adapter is not None else 0,
             budget=adapter.budget_choice.to_dict() if adapter is not None and adapter.budget_choice else None,
             shared_params=adapter.shared_params() if adapter is not None else 0,
+            per_class_accuracy=per_class, sample_grids=grids,
             trainable_per_task=trainable,
             analysis=adapter_analysis(adapter) if adapter is not None else None,
             nfe=[NFE(**n) for n in nfe], quality=quality, tuning=self.tuning,

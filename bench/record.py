@@ -56,7 +56,7 @@ class Seconds:
 
 # Config keys added after records of SCHEMA 1 were first written, with the value that
 # reproduces what those records computed: an older record without them is not stale.
-ADDED_CONFIG_KEYS = {"precision": "fp32", "compile": False}
+ADDED_CONFIG_KEYS = {"precision": "fp32", "compile": False, "sample_grid": 8}
 
 
 def with_added_keys(config: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +92,8 @@ class Record:
     overrides: Optional[dict[str, Any]] = None   # the sweep's key=value settings beyond the grid
     budget: Optional[dict[str, Any]] = None      # methods.budget.BudgetChoice: requested, limit, size, met
     shared_params: int = 0                       # frozen parameters shared by all classes (VeRA)
+    per_class_accuracy: Optional[list[dict[str, float]]] = None  # per task: class -> accuracy (%)
+    sample_grids: Optional[list[Optional[str]]] = None           # per task: PNG of n samples per seen class
 
     # ---- JSON -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

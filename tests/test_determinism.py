@@ -12,7 +12,7 @@ from bench.seeding import stage_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 # Fields that say where and when, not what was computed.
-CIRCUMSTANTIAL = {"created", "seconds", "config"}
+CIRCUMSTANTIAL = {"created", "seconds", "config", "sample_grids"}
 
 
 def _run(tmp_path: Path, name: str, method: str = "lora_conv_v1") -> Record:
@@ -34,6 +34,8 @@ def test_two_fresh_processes_give_the_same_record(tmp_path):
     assert {k: v for k, v in ja["config"].items() if k not in ("workdir", "out")} == \
            {k: v for k, v in jb["config"].items() if k not in ("workdir", "out")}
     assert a.la == b.la and a.accuracy == b.accuracy
+    # the sample grids live in each run's workdir: the same pictures, byte for byte
+    assert [Path(p).read_bytes() for p in a.sample_grids] == [Path(p).read_bytes() for p in b.sample_grids]
 
 
 def test_the_backbone_init_does_not_depend_on_what_ran_before(tmp_path):

@@ -112,7 +112,7 @@ def test_stale_and_broken_records_are_reported_not_mixed(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["grid=table9"], "unknown grid 'table9'"),
-    (["format=pdf"], "format must be one of md, latex, json, both, all"),
+    (["format=pdf"], "format must be one of md, latex, json, html, both, all"),
     (["colour=red"], "unknown key 'colour'"),
 ])
 def test_bad_input(args, message, tmp_path, capsys):

@@ -1,13 +1,15 @@
 """Render the paper's tables and figures from the records of a store.
 
-    python -m bench.report [store=PATH] [grid=NAME] [format=md|latex|json|both|all] [out=DIR]
+    python -m bench.report [store=PATH] [grid=NAME] [format=md|latex|json|html|both|all] [out=DIR]
                            [compare=paper] [reference=METHOD]
 
 Reads STORE/records/GRID/*.json, aggregates over seeds (mean, std, n, 95% CI), compares
 every method with a reference (default funlora where the grid has it) paired by seed
 (difference, CI, Holm-corrected paired t-test), and writes per grid under OUT (default
-STORE/report) a markdown file, a LaTeX (booktabs) file and a tidy JSON file of the same
-numbers, plus figures (PNG and PDF); it prints the markdown tables. ``compare=paper``
+STORE/report) a markdown file, a LaTeX (booktabs) file with a standalone document that
+compiles it (GRID_tables.tex), a tidy JSON file and an HTML page of the same numbers
+(index.html links every grid; figures, sample grids and each cell's config included),
+plus figures (PNG and PDF); it prints the markdown tables. ``compare=paper``
 adds the paper's published values and checks its claims (claims.md / claims.json). A
 record that is unreadable, lacks a field, or is stale (its config differs from what the
 grid resolves to now) is reported and left out; every table that can be rendered still is.
@@ -26,7 +28,7 @@ from .. import grids
 from ..config import parse_known, typed_merge
 from ..errors import BenchError, cli, ensure_writable_dir
 from ..record import write_json_atomic
-from . import claims, evidence, figures, records, render, tables
+from . import claims, evidence, figures, html, records, render, tables
 
 @dataclass
 class ReportOptions:
@@ -40,7 +42,8 @@ class ReportOptions:
 
 
 KEYS = {f.name: f.default for f in fields(ReportOptions)}
-FORMATS = {"md": {"md"}, "latex": {"latex"}, "json": {"json"}, "both": {"md", "latex"}, "all": {"md", "latex", "json"}}
+FORMATS = {"md": {"md"}, "latex": {"latex"}, "json": {"json"}, "html": {"html"}, "both": {"md", "latex"},
+           "all": {"md", "latex", "json", "html"}}
 PAPER = Path(__file__).with_name("paper_values.yaml")
 
 
@@ -103,6 +106,7 @@ def main(argv: list[str]) -> int:
         raise BenchError(f"reference={reference!r} has no record here; methods: "
                          + ", ".join(sorted(loaded.frame["method"].unique())))
     ensure_writable_dir(out, "out")
+    pages = []
     for name, df in loaded.frame.groupby("grid", sort=True):
         rows = evidence.tidy(name, df, reference)
         built = tables.build(name, df) + evidence.paired_table(name, rows)
@@ -114,23 +118,44 @@ def main(argv: list[str]) -> int:
             write_text_atomic(out / f"{name}.md", f"## {name}\n\n{md}")
         if "latex" in formats:
             write_text_atomic(out / f"{name}.tex", "\n".join(render.latex(t) for t in built))
+            write_text_atomic(out / f"{name}_tables.tex", render.latex_document([name], f"funlora-bench: {name}"))
         if "json" in formats:
             write_json_atomic(out / f"{name}.json", rows)
+        pngs = []
         if opt["figures"]:
             for path in figures.all_figures(name, df, out / "figures"):
                 if path.suffix == ".png":
                     print(f"figure: {path}")
+                    pngs.append(path)
+        if "html" in formats:
+            pages.append(html_page(name, df, built, pngs))
     if opt["compare"] == "paper":
         verdicts = claims.check(loaded.frame)
         text = claims.markdown(verdicts)
         print(text)
         write_text_atomic(out / "claims.md", text)
         write_json_atomic(out / "claims.json", claims.to_json(verdicts))
+    if "html" in formats and pages:
+        extra = [("claims checked against the paper (markdown)", "claims.md")] if opt["compare"] == "paper" else []
+        index = html.write_site(out, pages, extra)
+        print(f"html report: {index}")
     if loaded.problems or loaded.stale:
         print(f"{len(loaded.problems)} unreadable and {len(loaded.stale)} stale record(s) left out (see warnings)",
               file=sys.stderr)
     print(f"tables and figures in {out}")
     return 0
+
+
+def html_page(name: str, df, built: list, pngs: list[Path]) -> "html.Page":
+    """The HTML page of one grid: its tables, figures, sample grids and cell configs."""
+    import json
+
+    spec = grids.load(name) if name in grids.available() else {}
+    ordered = df.sort_values(["dataset", "split", "method", "seed"])
+    samples = [(label, json.loads(g)) for label, g in zip(ordered["label"], ordered["sample_grids"])
+               if isinstance(g, str)] if "sample_grids" in df else []
+    configs = [(label, json.loads(c)) for label, c in zip(ordered["label"], ordered["config_json"])]
+    return html.Page(name, spec.get("description", name), len(df), built, pngs, samples, configs)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

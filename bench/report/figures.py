@@ -116,8 +116,33 @@ def tuning_curves(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
     return _save(fig, out, f"{grid}_tuning")
 
 
+def per_class_heatmap(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
+    """Accuracy of the final classifier per class (columns) and method (rows), mean over seeds."""
+    from ..data import DATASETS
+    from .tables import name_of
+
+    if "per_class" not in df or df["per_class"].isna().all():
+        return []
+    paths = []
+    for (ds, sp), part in df.dropna(subset=["per_class"]).groupby(["dataset", "split"], sort=False):
+        rows = [{"method": name_of(m), "class": int(c), "accuracy": a}
+                for m, pc in zip(part["method"], part["per_class"]) for c, a in json.loads(pc).items()]
+        if not rows:
+            continue
+        table = pd.DataFrame(rows).pivot_table(index="method", columns="class", values="accuracy", aggfunc="mean",
+                                               sort=False)
+        spec = DATASETS.get(ds)
+        table.columns = [spec.name_of(c) if spec else str(c) for c in table.columns]
+        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * table.shape[1], 0.8 + 0.4 * table.shape[0]))
+        sns.heatmap(table, annot=True, fmt=".0f", cmap="viridis", vmin=0, vmax=100, ax=ax,
+                    cbar_kws={"label": "accuracy (%)"})
+        ax.set(xlabel="class", ylabel="", title=f"Final accuracy per class ({ds} {sp})")
+        paths += _save(fig, out, f"{grid}_per_class_{ds}_{sp}".replace("/", "-"))
+    return paths
+
+
 def all_figures(grid: str, df: pd.DataFrame, out: Path) -> list[Path]:
-    paths = accuracy_per_task(df, out, grid) + tuning_curves(df, out, grid)
+    paths = accuracy_per_task(df, out, grid) + tuning_curves(df, out, grid) + per_class_heatmap(df, out, grid)
     if grid == "table7":
         paths += accuracy_vs_nfe(df, out, grid)
     from .. import grids

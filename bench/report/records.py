@@ -38,7 +38,8 @@ def _expected_configs(grid: str, overrides: dict, seed: int, cache: dict) -> dic
 
 # Keys that say where and how fast a cell ran, never what it computed: a record made with
 # threads=1 or device=cuda is not stale.
-CIRCUMSTANTIAL = ("threads", "progress", "device", "data_root", "workdir", "out", "deterministic", "compile")
+CIRCUMSTANTIAL = ("threads", "progress", "device", "data_root", "workdir", "out", "deterministic", "compile",
+                  "sample_grid")
 
 
 def _results_config(cfg: dict) -> dict:
@@ -71,6 +72,9 @@ def flatten(rec: Record, path: Path) -> dict:
     row["tuned_lr"] = lr["chosen"] if lr else None
     row["tuning"] = json.dumps(lr) if lr else None
     row["budget"] = json.dumps(rec.budget) if rec.budget else None
+    row["per_class"] = json.dumps(rec.per_class_accuracy[-1]) if rec.per_class_accuracy else None
+    row["sample_grids"] = json.dumps(rec.sample_grids) if rec.sample_grids else None
+    row["config_json"] = json.dumps(rec.config, sort_keys=True, default=str)
     return row
 
 

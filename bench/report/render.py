@@ -27,7 +27,7 @@ def _cell(value, bold: bool, fmt: str) -> str:
         return DASH
     text = value.text() if isinstance(value, Stat) else str(value)
     if fmt == "latex":
-        text = latex_escape(text).replace("±", r"$\pm$")
+        text = latex_escape(text)
         return rf"\textbf{{{text}}}" if bold else text
     return f"**{text}**" if bold else text
 
@@ -51,8 +51,23 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
+_LATEX_UNICODE = {"±": r"$\pm$", "†": r"\dag{}", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$",
+                  "—": "---", "–": "--", "★": r"$\star$", "→": r"$\to$", "≈": r"$\approx$"}
+
+
 def latex_escape(text: str) -> str:
-    return re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIAL[m.group()], text)
+    """Escape LaTeX's special characters and write the few non-ASCII ones the tables use as macros."""
+    text = re.sub(r"[\\&%$#_{}~^]", lambda m: _LATEX_SPECIAL[m.group()], text)
+    return "".join(_LATEX_UNICODE.get(ch, ch) for ch in text)
+
+
+def latex_document(inputs: list[str], title: str) -> str:
+    """A standalone document that inputs the given table files (pdflatex, booktabs)."""
+    body = "\n".join(rf"\input{{{name}}}" + "\n\\clearpage" for name in inputs)
+    return (r"\documentclass[10pt]{article}" "\n" r"\usepackage[margin=1.5cm,landscape]{geometry}" "\n"
+            r"\usepackage{booktabs}" "\n"
+            rf"\title{{{latex_escape(title)}}}" "\n" r"\date{}" "\n" r"\begin{document}" "\n" r"\maketitle" "\n"
+            + body + "\n" + r"\end{document}" + "\n")
 
 
 def latex(table: Table) -> str:
