@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -114,7 +115,7 @@ def measure_methods(model: str, names: list[str], repeats: int, train_batch: int
     steps, samples, frozen = {}, {}, {}
     for name in order:
         torch.manual_seed(0)
-        m = methods.build(name).attach(build_unet(model, **MODELS[model]))
+        m = build_spec(name).attach(build_unet(model, **MODELS[model]))
         m.add_classes(new)
         steps[name] = train_step_fn(m, m.trainable_parameters(), x, y)
         samples[name] = (lambda m=m: m(ts, xs, ys))
@@ -138,6 +139,18 @@ def measure_methods(model: str, names: list[str], repeats: int, train_batch: int
     }
 
 
+def build_spec(spec: str):
+    """``name`` or ``name[key=value,...]`` (values parsed as YAML: funlora[fused=false])."""
+    import yaml
+
+    name, _, rest = spec.partition("[")
+    options = {}
+    for item in filter(None, rest.rstrip("]").split(",")):
+        key, _, value = item.partition("=")
+        options[key.strip()] = yaml.safe_load(value)
+    return methods.build(name, **options)
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -155,7 +168,7 @@ def print_methods(result: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="small,cifar10")
-    ap.add_argument("--methods", default="", help="comma list, or 'all'")
+    ap.add_argument("--methods", default="", help="comma list (name or name[key=value]), or 'all'")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--skip-backbone", action="store_true")
@@ -166,7 +179,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = methods.available() if args.methods == "all" else [n for n in args.methods.split(",") if n]
+    names = methods.available() if args.methods == "all" else re.findall(r"[^,\[]+(?:\[[^\]]*\])?", args.methods)
+    names = [n.strip() for n in names if n.strip()]
     if args.json:
         names = names or ["vanilla_mul", "funlora"]
         model = args.json_model
@@ -174,6 +188,10 @@ def main() -> None:
         worst = measure_methods(model, names, args.repeats, train_batch=16, new_classes=8, sample_batch=16)
         out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu", **paper,
                "worst_case": worst}
+        if "funlora[fused=false]" in names and "funlora" in names:
+            out["fused_over_unfused"] = {
+                "paper_mix": round(paper["train_ms"]["funlora"] / paper["train_ms"]["funlora[fused=false]"], 4),
+                "worst_case": round(worst["train_ms"]["funlora"] / worst["train_ms"]["funlora[fused=false]"], 4)}
         if "funlora" in names and "vanilla_mul" in names:
             out["funlora_over_vanilla_mul"] = {
                 "paper_mix": round(paper["train_ms"]["funlora"] / paper["train_ms"]["vanilla_mul"], 4),

@@ -86,6 +86,7 @@ class FunLoRAOptions(AdapterOptions):
     K: int = 10
     learn: bool = True
     ratio: int = 1
+    fused: bool = True       # cosine: CosineModulation (false: the plain autograd form, for checks and timing)
 
     def validate(self) -> None:
         super().validate()
@@ -162,6 +163,8 @@ class FunLoRA(Adapter):
             return (bs * gamma[:, None]).t() @ as_
         if fn == "cosine":
             omega = params["omega"] if "omega" in params else torch.arange(1, K + 1, dtype=b.dtype, device=b.device)
+            if not self.options["fused"]:
+                return self.cosine_reference(b, a, gamma, omega)
             return CosineModulation.apply(b, a, gamma, omega)
         ba = torch.outer(b, a)
         if "p" in params:

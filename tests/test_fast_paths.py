@@ -72,3 +72,23 @@ def test_sampling_reuses_adapted_weights_until_parameters_change():
     with torch.no_grad():
         m(t, x, torch.tensor([5, 5, 5, 5]))
     assert {c for _, c in m._weights} == {5}                        # only the batch's classes are kept
+
+
+def test_fused_and_unfused_funlora_train_alike():
+    """A forward and backward through the whole adapted U-Net: same loss and gradients to float32 rounding."""
+    results = []
+    for fused in (True, False):
+        m = methods.build("funlora", fused=fused).attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
+        m.add_classes([4, 5])
+        torch.manual_seed(3)
+        with torch.no_grad():
+            for p in m.class_params.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+        t, x, y = torch.rand(6), torch.randn(6, 1, 8, 8), torch.tensor([4, 5, 0, 4, 5, 1])
+        loss = m(t, x, y).pow(2).mean()
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in m.trainable_parameters()]))
+    (l1, g1), (l2, g2) = results
+    torch.testing.assert_close(l1, l2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
