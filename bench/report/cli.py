@@ -135,14 +135,16 @@ def main(argv: list[str]) -> int:
         print(text)
         write_text_atomic(out / "claims.md", text)
         write_json_atomic(out / "claims.json", claims.to_json(verdicts))
+    index = None
     if "html" in formats and pages:
         extra = [("claims checked against the paper (markdown)", "claims.md")] if opt["compare"] == "paper" else []
         index = html.write_site(out, pages, extra)
-        print(f"html report: {index}")
     if loaded.problems or loaded.stale:
         print(f"{len(loaded.problems)} unreadable and {len(loaded.stale)} stale record(s) left out (see warnings)",
               file=sys.stderr)
     print(f"tables and figures in {out}")
+    if index is not None:
+        print(f"html report: {index}  (open it in a browser)")
     return 0
 
 
