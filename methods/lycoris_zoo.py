@@ -32,6 +32,7 @@ import torch
 
 from . import register
 from .base import Adapter, AdapterOptions, positive_int
+from .peft_baselines import LoRAConvOptions
 from .targets import MethodError
 
 LYCORIS_VERSION = "4.1.3"
@@ -47,16 +48,8 @@ def lycoris(module: str) -> Any:
                           f"(pip install lycoris-lora=={LYCORIS_VERSION}): {exc}") from None
 
 
-@dataclass
-class ZooRankOptions(AdapterOptions):
-    """``rank`` r; ``alpha`` scales dW by alpha / r (none: 1)."""
-
-    rank: int = 1
-    alpha: Optional[float] = None
-
-    def validate(self) -> None:
-        super().validate()
-        positive_int(self, "rank")
+# rank r (default 1) and alpha (dW scaled by alpha / r; none: 1): the conv LoRA baseline's options
+ZooRankOptions = LoRAConvOptions
 
 
 @dataclass
