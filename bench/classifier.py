@@ -2,6 +2,8 @@
 
 3x3 conv, stride 1, no max pool, any input channel count; SGD + OneCycleLR with
 random crop (padding size/8) and horizontal flip. Accuracy is reported per task.
+``width`` scales every stage's channels (64, 128, 256, 512 at the default 64, the
+paper's); scale=cpu uses 32, a quarter of the FLOPs on 16 x 16 Fashion-MNIST.
 """
 from __future__ import annotations
 
@@ -11,12 +13,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
+from torchvision.models.resnet import BasicBlock
 from tqdm.auto import tqdm
 
 
-def build_resnet18(in_channels: int, num_classes: int) -> nn.Module:
+def build_resnet18(in_channels: int, num_classes: int, width: int = 64) -> nn.Module:
+    """ResNet18 with the CIFAR stem; stages of width, 2 width, 4 width, 8 width channels.
+
+    At width 64 this is torchvision's network as it always was (same modules, same draws
+    from the global generator). Other widths rebuild the stages with torchvision's own
+    ``_make_layer`` and its initialisation (Kaiming-normal convs, BN at 1 / 0)."""
     net = resnet18(num_classes=num_classes)
-    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    if width != 64:
+        net.inplanes = width
+        net.bn1 = nn.BatchNorm2d(width)
+        for i, stage in enumerate(("layer1", "layer2", "layer3", "layer4")):
+            setattr(net, stage, net._make_layer(BasicBlock, width * 2 ** i, 2, stride=1 if i == 0 else 2))
+        net.fc = nn.Linear(8 * width, num_classes)
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+    net.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     return net
 
@@ -44,7 +64,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, classes: list[int], cfg: 
     lut = torch.full((max(classes) + 1,), -1, dtype=torch.long)
     lut[torch.tensor(classes)] = torch.arange(len(classes))
     targets = lut[y]
-    net = build_resnet18(x.shape[1], len(classes)).to(device)
+    net = build_resnet18(x.shape[1], len(classes), cfg.get("width", 64)).to(device)
     bs = cfg["batch_size"]
     per_epoch = max(1, -(-x.shape[0] // bs))
     total = per_epoch * cfg["epochs"]

@@ -195,8 +195,8 @@ class Cell:
         """The synthetic set of tasks 1..t when old classes never change (``old_classes_frozen``).
 
         Each task's classes are sampled once, as one group seeded by that task, and kept:
-        the images of task i's classes are the same at every later task (their adapters are
-        bit-identical), so sampling them again would draw the same distribution at t times
+        the images of task i's classes are the same at every later task (their adapters, or
+        the multitask generator, are bit-identical), so sampling them again would draw the same distribution at t times
         the cost. After a resume the groups are drawn again, identically. NFE counts each
         group once, in the row of the first task whose classifier uses it (so the record is
         the same whether the run was resumed or not); seconds are the sampling really done."""
@@ -285,7 +285,7 @@ class Cell:
         classes = list(range(self.dataset.num_classes))
         state = load_tensors(path)
         if state is not None:
-            net = build_resnet18(d.train_x.shape[1], len(classes))
+            net = build_resnet18(d.train_x.shape[1], len(classes), self.cfg["classifier"].get("width", 64))
             try:
                 net.load_state_dict(state)
             except (RuntimeError, TypeError) as exc:

@@ -56,12 +56,20 @@ class Seconds:
 
 # Config keys added after records of SCHEMA 1 were first written, with the value that
 # reproduces what those records computed: an older record without them is not stale.
-ADDED_CONFIG_KEYS = {"precision": "fp32", "compile": False, "sample_grid": 8}
+ADDED_CONFIG_KEYS = {"precision": "fp32", "compile": False, "sample_grid": 8, "classifier.width": 64}
 
 
 def with_added_keys(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with the keys added since it was written, at the values it implied."""
-    return {**ADDED_CONFIG_KEYS, **config}
+    """``config`` with the keys added since it was written, at the values it implied
+    (a dotted key is nested: ``classifier.width``)."""
+    out = dict(config)
+    for key, value in ADDED_CONFIG_KEYS.items():
+        group, _, leaf = key.rpartition(".")
+        if not group:
+            out.setdefault(key, value)
+        elif isinstance(out.get(group), dict) and leaf not in out[group]:
+            out[group] = {**out[group], leaf: value}
+    return out
 
 
 @dataclass

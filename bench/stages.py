@@ -25,6 +25,15 @@ def _precision(cfg: dict) -> dict:
     return {"precision": cfg["precision"]} if cfg.get("precision", "fp32") != "fp32" else {}
 
 
+def _classifier(cfg: dict) -> dict:
+    """The classifier config as keys see it: width 64 (torchvision's ResNet18, what every
+    evaluation computed before the option existed) keeps the keys it always had."""
+    clf = dict(cfg["classifier"])
+    if clf.get("width", 64) == 64:
+        clf.pop("width", None)
+    return clf
+
+
 def backbone_key(cfg: dict) -> str:
     """Key of the task-1 backbone: data, split, seed, model and its schedule; never the method."""
     return key_of({**{k: cfg[k] for k in BACKBONE_KEYS}, "schedule": cfg["generator"]["task1"], "rng": RNG_VERSION,
@@ -42,29 +51,28 @@ def generator_key(cfg: dict) -> str:
     return key_of({"backbone": backbone_key(cfg), **extra})
 
 
-# Bumped when how the synthetic sets are drawn changes (2: a strategy whose old classes never
-# change samples each task's classes once and reuses them).
-SAMPLING_VERSION = 2
-
-
 def evaluation_key(cfg: dict) -> str:
-    """Key of the per-task synthetic sets and classifiers: the generators plus solver and classifier."""
+    """Key of the per-task synthetic sets and classifiers: the generators plus solver and classifier
+    (and the strategy's ``sampling_version``: how its synthetic sets are drawn)."""
+    from . import strategies
+
+    version = strategies.for_method(cfg["method"]["name"]).sampling_version
     return key_of({"generator": generator_key(cfg), "solver": cfg["solver"], "sampling": cfg["sampling"],
-                   "sampling_version": SAMPLING_VERSION,
-                   "classifier": cfg["classifier"], "test_per_class": cfg["test_per_class"],
+                   "sampling_version": version,
+                   "classifier": _classifier(cfg), "test_per_class": cfg["test_per_class"],
                        "fid": [cfg.get("fid", False), cfg.get("fid_extractor", "auto")]})
 
 
 def first_task_key(cfg: dict) -> str:
     """Key of the task-1 evaluation on real data (a classifier on real D_1): shared by every method."""
-    return key_of({**{k: cfg[k] for k in BACKBONE_KEYS if k not in ("model",)}, "classifier": cfg["classifier"],
+    return key_of({**{k: cfg[k] for k in BACKBONE_KEYS if k not in ("model",)}, "classifier": _classifier(cfg),
                    "test_per_class": cfg["test_per_class"], "rng": RNG_VERSION, **_precision(cfg)})
 
 
 def feature_net_key(cfg: dict) -> str:
     """Key of the ResNet18 trained on all real training data (the offline FID extractor)."""
-    return key_of({**{k: cfg[k] for k in ("dataset", "seed", "scale", "image_size", "train_per_class", "classifier")},
-                   "rng": RNG_VERSION, **_precision(cfg)})
+    return key_of({**{k: cfg[k] for k in ("dataset", "seed", "scale", "image_size", "train_per_class")},
+                   "classifier": _classifier(cfg), "rng": RNG_VERSION, **_precision(cfg)})
 
 
 class StagePaths:

@@ -1,5 +1,6 @@
 """Fast paths must compute what the plain code computes: FunLoRA's fused cosine modulation
-and the sampling-time cache of adapted weights."""
+and the sampling-time cache of adapted weights; the narrower evaluation classifier keeps
+the stage keys and records of the default width."""
 import pytest
 import torch
 
@@ -92,3 +93,41 @@ def test_fused_and_unfused_funlora_train_alike():
     torch.testing.assert_close(l1, l2)
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_classifier_width_scales_every_stage_and_64_is_torchvision():
+    from torchvision.models import resnet18
+
+    from bench.classifier import build_resnet18
+
+    torch.manual_seed(0)
+    net = build_resnet18(1, 10)
+    torch.manual_seed(0)
+    ref = resnet18(num_classes=10)
+    ref.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+    ref_state = ref.state_dict()
+    assert all(torch.equal(v, ref_state[k]) for k, v in net.state_dict().items())   # width 64: unchanged
+    narrow = build_resnet18(1, 10, width=32)
+    assert sum(p.numel() for p in net.parameters()) == 11_172_810
+    assert sum(p.numel() for p in narrow.parameters()) == 2_797_034
+    assert [narrow.layer1[0].conv1.out_channels, narrow.layer2[0].conv1.out_channels,
+            narrow.layer3[0].conv1.out_channels, narrow.layer4[0].conv1.out_channels] == [32, 64, 128, 256]
+    assert narrow(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_keys_and_records_from_before_the_width_option_stay_valid():
+    """Width 64 keeps the stage keys it always had and old records missing the key are not
+    stale; scale=cpu (width 32) computes something else, so its old records are."""
+    from bench import config
+    from bench.record import with_added_keys
+    from bench.stages import evaluation_key, feature_net_key, first_task_key
+
+    for scale in ("paper", "cpu"):
+        cfg = config.resolve({"scale": scale, "method": {"name": "funlora"}, "dataset": "fashion_mnist"})
+        old = {**cfg, "classifier": {k: v for k, v in cfg["classifier"].items() if k != "width"}}
+        for k in ("precision", "compile", "sample_grid"):
+            old.pop(k)
+        same = scale == "paper"
+        assert (with_added_keys(old) == with_added_keys(cfg)) is same
+        for key in (evaluation_key, first_task_key, feature_net_key):
+            assert (key(old) == key(cfg)) is same

@@ -97,10 +97,11 @@ def test_image_quality_is_stored_with_its_extractor(tmp_path):
     assert q["n_fake"] == 16 * 10  # smoke: 16 samples per class, all 10 classes after the last task
 
 
-def test_adapters_sample_each_task_once_and_reuse_it(tmp_path, monkeypatch):
-    """Old classes are frozen under adapters: the synthetic images of task i's classes are drawn
-    once and are the same in every later task's training set; a resumed run draws them again,
-    identically, and writes the same record."""
+@pytest.mark.parametrize("method", ["vanilla_mul", "multitask_generator"])
+def test_frozen_generators_sample_each_task_once_and_reuse_it(method, tmp_path, monkeypatch):
+    """Old classes are frozen under adapters (and the multitask generator never changes): the
+    synthetic images of task i's classes are drawn once and are the same in every later task's
+    training set; a resumed run draws them again, identically, and writes the same record."""
     import bench.protocol as protocol
 
     seen, drawn = [], []
@@ -116,17 +117,19 @@ def test_adapters_sample_each_task_once_and_reuse_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(protocol, "train_classifier", spy_train)
     monkeypatch.setattr(protocol, "synthesize", spy_synth)
-    first = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
+    first = run_cell(_cfg(method, tmp_path), log=lambda *_: None)
     assert drawn == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]       # each task's classes once
-    synthetic = [s for s in seen[1:]]                              # seen[0]: task 1 on real data
+    first_synthetic = 0 if method == "multitask_generator" else 1  # adapters: task 1 on real data
+    synthetic = seen[first_synthetic:]
     for (x_prev, y_prev), (x_next, y_next) in zip(synthetic, synthetic[1:]):
         n = len(x_prev)
         assert torch.equal(x_next[:n], x_prev) and torch.equal(y_next[:n], y_prev)
-    assert [n.calls for n in first.nfe] == [0, 2, 1, 1]          # each group's NFE counted once
+    calls = [1, 1, 1, 1] if method == "multitask_generator" else [0, 2, 1, 1]
+    assert [n.calls for n in first.nfe] == calls                 # each group's NFE counted once
     # Resume after task 3: its evaluation is on disk, the in-memory groups are gone.
     for p in (tmp_path / "art" / "evaluations").rglob("task4.json"):
         p.unlink()
     drawn.clear()
-    again = run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
+    again = run_cell(_cfg(method, tmp_path), log=lambda *_: None)
     assert drawn == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]       # drawn again for task 4
-    assert again.accuracy == first.accuracy and [n.calls for n in again.nfe] == [0, 2, 1, 1]
+    assert again.accuracy == first.accuracy and [n.calls for n in again.nfe] == calls

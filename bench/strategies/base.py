@@ -10,6 +10,8 @@ Hooks (class attributes and methods; everything has a default):
 - ``old_classes_frozen``: whether a class's generator never changes after its task (per-class
   adapters on a frozen backbone): each task's classes are then sampled once and their
   synthetic images reused by every later task's classifier;
+- ``sampling_version``: bumped for a strategy when how it draws its synthetic sets changes
+  (part of its evaluations' key, so sets drawn the old way are never mixed with new ones);
 - ``stage_keys(cfg)``: config, beyond the backbone, method and adapter schedule, that its
   generator stages depend on (their cache key);
 - ``start()``: work before task 1 (e.g. one generator on every class);
@@ -71,6 +73,8 @@ class Strategy:
     takes_method_options: ClassVar[bool] = False
     tunable: ClassVar[bool] = False       # tune=lr picks its adapter learning rate
     old_classes_frozen: ClassVar[bool] = False   # samples of earlier tasks' classes stay valid
+    # 2: every stage seeded from (seed, stage, task); adapters sample each task's classes once
+    sampling_version: ClassVar[int] = 2
 
     def __init__(self, cell: "Cell"):
         self.cell = cell
