@@ -136,6 +136,7 @@ class Cell:
         self.strategy = strategies.for_method(self.method_name)(self)
         self.tuning: dict | None = None  # tune=lr: candidates, scores and the chosen learning rate
         self._groups: dict[int, tuple] = {}  # task -> its classes' synthetic images (reused_samples)
+        self._grid_rows: dict[int, torch.Tensor] = {}  # class -> its sample-grid row (old classes frozen)
 
     # ---- stages offered to the strategies -----------------------------------------------
     def stage_seed(self, stage: str, task: int = 0) -> int:
@@ -199,12 +200,17 @@ class Cell:
         the multitask generator, are bit-identical), so sampling them again would draw the same distribution at t times
         the cost. After a resume the groups are drawn again, identically. NFE counts each
         group once, in the row of the first task whose classifier uses it (so the record is
-        the same whether the run was resumed or not); seconds are the sampling really done."""
+        the same whether the run was resumed or not); seconds are the sampling really done.
+        Under adapters, task 1's classes come from the frozen backbone itself (the adapter
+        contract: bit for bit), so that group is drawn once per backbone, solver and sampling
+        config and shared by every method (``StagePaths.first_samples``)."""
         first = min(s for s in range(1, len(self.data.tasks) + 1) if self.strategy.classifier_data(s) == "synthetic")
         xs, ys, nfes, seconds = [], [], [], 0.0
         for i in range(1, t + 1):
             if i not in self._groups:
-                x, y, n, secs = self.synthesize(self.strategy.sampler(), self.data.tasks[i - 1], "sampling-task", i)
+                shared = i == 1 and self.strategy.needs_backbone and self.strategy.old_classes_frozen
+                x, y, n, secs = self.first_group() if shared else self.synthesize(
+                    self.strategy.sampler(), self.data.tasks[i - 1], "sampling-task", i)
                 self._groups[i] = (x, y, n)
                 seconds += secs
             x, y, n = self._groups[i]
@@ -213,6 +219,18 @@ class Cell:
             if max(i, first) == t:
                 nfes += n
         return torch.cat(xs), torch.cat(ys), nfes, seconds
+
+    def first_group(self):
+        """Task 1's synthetic group, drawn from the frozen backbone once and cached for every
+        adapter method of the same backbone, solver and sampling config (seconds: 0 when reused)."""
+        path = self.paths.first_samples
+        with stage_lock(path):
+            cached = load_tensors(path)
+            if isinstance(cached, dict) and {"x", "y", "nfe"} <= set(cached):
+                return cached["x"], cached["y"], cached["nfe"].tolist(), 0.0
+            x, y, n, secs = self.synthesize(self.strategy.sampler(), self.data.tasks[0], "sampling-task", 1)
+            atomic_save({"x": x, "y": y, "nfe": torch.tensor(n, dtype=torch.long)}, path)
+            return x, y, n, secs
 
     # ---- the protocol ---------------------------------------------------------------------
     def run(self) -> Record:
@@ -316,8 +334,12 @@ class Cell:
 
         path = self.paths.evaluations / f"samples_task{t}_n{n}.png"
         if not path.exists():
-            samples = draw_samples(self.strategy.sampler(), seen, n, self.data.train_x.shape[1:], self.solver,
-                                   self.cfg["seed"], self.device)
+            # A row's noise is fixed per class; when old classes never change, their rows are too.
+            rows = self._grid_rows if self.strategy.old_classes_frozen else {}
+            todo = [c for c in seen if c not in rows]
+            rows.update(draw_samples(self.strategy.sampler(), todo, n, self.data.train_x.shape[1:], self.solver,
+                                     self.cfg["seed"], self.device))
+            samples = {c: rows[c] for c in seen}
             spec = data_mod.spec(self.dataset.name)
             names = {c: spec.name_of(c) for c in seen}
             write_grid(grid_image(samples, names, f"{self.method_name}, after task {t}"), path)

@@ -63,6 +63,13 @@ def evaluation_key(cfg: dict) -> str:
                        "fid": [cfg.get("fid", False), cfg.get("fid_extractor", "auto")]})
 
 
+def first_samples_key(cfg: dict) -> str:
+    """Key of task 1's synthetic group under adapters: drawn from the frozen backbone alone,
+    so the same for every adapter method (the backbone plus solver and sampling config)."""
+    return key_of({"backbone": backbone_key(cfg), "solver": cfg["solver"], "sampling": cfg["sampling"],
+                   "classes": "task1", "rng": RNG_VERSION})
+
+
 def first_task_key(cfg: dict) -> str:
     """Key of the task-1 evaluation on real data (a classifier on real D_1): shared by every method."""
     return key_of({**{k: cfg[k] for k in BACKBONE_KEYS if k not in ("model",)}, "classifier": _classifier(cfg),
@@ -84,6 +91,7 @@ class StagePaths:
         self.generators = root / "generators" / generator_key(cfg)
         self.evaluations = root / "evaluations" / evaluation_key(cfg)
         self.first_task = root / "evaluations" / f"task1-real-{first_task_key(cfg)}.json"
+        self.first_samples = root / "samples" / f"task1-{first_samples_key(cfg)}.pt"
         self.feature_net = root / "feature_nets" / f"{feature_net_key(cfg)}.pt"
         self.tuning = root / "tuning" / generator_key(cfg)
 

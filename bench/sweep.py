@@ -4,9 +4,10 @@
     python -m bench.sweep grid=table5 executor=slurm slurm=PROFILE
     python -m bench.sweep grid=table2 dry_run=true
 
-Stages are shared and never done twice: task-1 backbones are trained first, one job per
-backbone key; then one job per group of cells that share their generators (cells that
-differ only in the solver), so adapters are trained once. Records are written
+Stages are shared and never done twice: one job per task-1 backbone key, and one job per
+group of cells that share their generators (cells that differ only in the solver), so
+adapters are trained once. A group starts once its backbone is done; locally the groups
+that need no backbone (the bounds) run beside it. Records are written
 atomically to STORE/records/GRID/LABEL.json; a rerun skips finished cells and recomputes
 missing, corrupt or stale ones (kept aside under STORE/records/GRID/stale/).
 """
@@ -213,11 +214,12 @@ def local_jobs(jobs: Any, plan: "Plan") -> int:
     return 1 if gpu else max(1, os.cpu_count() or 1)
 
 
-def set_threads(sweep: dict, n_jobs: int) -> None:
-    """Local jobs share the cores: each gets cores // (jobs running at once), set before submission."""
-    if sweep["executor"] == "local":
-        at_once = max(1, min(sweep["jobs"], n_jobs))
-        os.environ["FUNLORA_THREADS"] = str(max(1, (os.cpu_count() or 1) // at_once))
+def threads_for(sweep: dict, n_jobs: int) -> Optional[int]:
+    """Local jobs share the cores: each gets cores // (jobs that can run at once); None elsewhere
+    (a Slurm job gets its cpus_per_task)."""
+    if sweep["executor"] != "local":
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, min(sweep["jobs"], n_jobs)))
 
 
 def stop_jobs(grace: float = 10.0) -> int:
@@ -260,24 +262,43 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def dispatch(executor, kind: str, payloads: list, artifacts: str, jobs: int, desc: str, slurm: bool):
-    """Submit ``payloads`` as StageJobs (at most ``jobs`` at once locally; one array on Slurm)."""
-    results, pending, queue = [], [], list(enumerate(payloads))
-    bar = tqdm(total=len(payloads), desc=desc, dynamic_ncols=True)
+@dataclass
+class Item:
+    """One job of a sweep: a ``backbone`` (its ``key``) or a group of ``cells``, which starts
+    only once the backbones it is ``after`` have finished (locally; on Slurm the cells are
+    submitted after the backbone array)."""
+
+    kind: str
+    payload: Any
+    key: Optional[str] = None
+    after: frozenset = frozenset()
+    threads: Optional[int] = None      # local: torch threads of the job (FUNLORA_THREADS)
+
+
+def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, slurm: bool):
+    """Submit ``items`` as StageJobs: locally at most ``jobs`` at once, each as soon as a slot
+    is free and its backbones are done (so cells without a backbone run beside the backbone);
+    on Slurm all at once, as one array. Returns (index, job, result, exception) in item order."""
+    results, pending, queue = [], [], list(enumerate(items))
+    settled: set[str] = set()
+    bar = tqdm(total=len(items), desc=desc, dynamic_ncols=True)
     if slurm:
         with executor.batch():
-            for i, p in queue:
-                pending.append((i, executor.submit(StageJob(), kind, p, artifacts)))
+            for i, item in queue:
+                pending.append((i, executor.submit(StageJob(), item.kind, item.payload, artifacts)))
         queue = []
-    else:
-        LIVE_JOBS.extend(job for _, job in pending)
     while queue or pending:
-        while queue and len(pending) < max(1, jobs):
-            i, p = queue.pop(0)
-            job = executor.submit(StageJob(), kind, p, artifacts)
+        while len(pending) < max(1, jobs):
+            ready = next((q for q in queue if q[1].after <= settled), None)
+            if ready is None:
+                break
+            queue.remove(ready)
+            i, item = ready
+            if item.threads:
+                os.environ["FUNLORA_THREADS"] = str(item.threads)
+            job = executor.submit(StageJob(), item.kind, item.payload, artifacts)
             pending.append((i, job))
-            if not slurm:
-                LIVE_JOBS.append(job)
+            LIVE_JOBS.append(job)
         still = []
         for i, job in pending:
             if job.done():
@@ -285,6 +306,8 @@ def dispatch(executor, kind: str, payloads: list, artifacts: str, jobs: int, des
                     results.append((i, job, job.result(), None))
                 except Exception as exc:  # noqa: BLE001 - a failed cell is reported, not raised
                     results.append((i, job, None, exc))
+                if items[i].key is not None:   # failed or not, its cells may go (they train it themselves)
+                    settled.add(items[i].key)
                 bar.update(1)
             else:
                 still.append((i, job))
@@ -366,23 +389,36 @@ def _main(argv: list[str]) -> int:
     logs = store / "logs" / plan.grid / "%j"
     slurm = sweep["executor"] == "slurm"
     failures = []
-    if plan.backbones:
-        set_threads(sweep, len(plan.backbones))
-        ex = make_executor(sweep["executor"], logs, profile, "backbone", sweep["timeout_min"])
-        for _, job, _, exc in dispatch(ex, "backbone", list(plan.backbones.values()), str(plan.artifacts),
-                                       sweep["jobs"], "backbones", slurm):
-            if exc is not None:
-                failures.append(("backbone", job, exc))
     cell_overrides = {k: v for k, v in overrides.items() if k not in ("seeds", "datasets")}
-    payloads = [[{"config": c.config, "label": c.label, "grid": plan.grid, "record": str(plan.record_path(c)),
-                  "overrides": cell_overrides} for c in group] for group in plan.groups.values()]
-    set_threads(sweep, len(payloads))
-    ex = make_executor(sweep["executor"], logs, profile, "cells", sweep["timeout_min"])
-    for i, job, _, exc in dispatch(ex, "cells", payloads, str(plan.artifacts), sweep["jobs"], "cells", slurm):
-        if exc is not None:
-            for item in payloads[i]:
-                if not Path(item["record"]).exists():
-                    failures.append((item["label"], job, exc))
+    backbones = [Item("backbone", cfg, key=key) for key, cfg in plan.backbones.items()]
+    cells = [Item("cells", [{"config": c.config, "label": c.label, "grid": plan.grid,
+                             "record": str(plan.record_path(c)), "overrides": cell_overrides} for c in group],
+                  after=frozenset(k for k in {backbone_key(c.config) for c in group if
+                                              strategies.for_method(c.config["method"]["name"]).needs_backbone}
+                                  if k in plan.backbones))
+             for group in plan.groups.values()]
+    # Locally one queue: a cell group starts once its backbone is done, and groups that need
+    # none (the bounds) fill the other cores meanwhile. Slurm and debug: backbones, then cells.
+    free = [item for item in cells if not item.after]
+    for item in backbones:   # it shares the cores with the other backbones and the free groups
+        item.threads = threads_for(sweep, len(backbones) + (len(free) if sweep["executor"] == "local" else 0))
+    for item in cells:
+        item.threads = threads_for(sweep, len(cells))
+    phases = [backbones + cells] if sweep["executor"] == "local" else [backbones, cells]
+    for phase in filter(None, phases):
+        kinds = {item.kind for item in phase}
+        stage = "backbone" if kinds == {"backbone"} else "cells"   # Slurm time limit of the jobs
+        desc = "backbones" if kinds == {"backbone"} else "cells" if kinds == {"cells"} else "backbones + cells"
+        ex = make_executor(sweep["executor"], logs, profile, stage, sweep["timeout_min"])
+        for i, job, _, exc in dispatch(ex, phase, str(plan.artifacts), sweep["jobs"], desc, slurm):
+            if exc is None:
+                continue
+            if phase[i].kind == "backbone":
+                failures.append(("backbone", job, exc))
+            else:
+                for item in phase[i].payload:
+                    if not Path(item["record"]).exists():
+                        failures.append((item["label"], job, exc))
     if failures:
         print(f"{len(failures)} failed:", file=sys.stderr)
         for label, job, exc in failures:

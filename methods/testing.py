@@ -12,7 +12,9 @@ layers) it checks, raising AssertionError with a clear message on the first fail
 3. ``ppc()`` equals the numel of what one new class really allocates (its embedding
    row, reported apart by ``embedding_params_per_class``, excluded);
 4. the new classes learn, and old classes stay bit-identical after new classes are
-   added and trained (the backbone too);
+   added and trained (the backbone too); a batch of frozen-backbone classes only is the
+   backbone's own output, bit for bit (the protocol shares those classes' samples
+   between methods);
 5. a mixed-label batch equals the per-class forwards (to float32 rounding);
 6. ``save_class`` / ``load_class`` round-trips one class into a fresh backbone.
 """
@@ -125,6 +127,10 @@ def check_adapter(name_or_class: str | type[Adapter], **options: Any) -> None:
     now = {k: v for k, v in unet.state_dict().items() if "class_params" not in k}
     _require(all(torch.equal(state[k], now[k]) for k in state), name, "the frozen backbone changed")
     _require(not torch.equal(new_at_init, new_trained), name, "the new classes did not learn (outputs unchanged)")
+    t, x, y = _inputs(8, (0, 1), seed=4)
+    with torch.no_grad():
+        frozen_only, bare = m(t, x, y), tiny_backbone()(t, x, y)
+    _require(torch.equal(frozen_only, bare), name, "a batch of frozen-backbone classes is not the backbone's output")
 
     # 5. a mixed batch equals the per-class forwards
     t, x, y = _inputs(9, (0, 2, 4, 5), seed=3)

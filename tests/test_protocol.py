@@ -131,5 +131,33 @@ def test_frozen_generators_sample_each_task_once_and_reuse_it(method, tmp_path, 
         p.unlink()
     drawn.clear()
     again = run_cell(_cfg(method, tmp_path), log=lambda *_: None)
-    assert drawn == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]       # drawn again for task 4
+    # Drawn again for task 4; under adapters task 1's group is the backbone's, cached for every method.
+    assert drawn == ([[0, 1, 2, 3]] if method == "multitask_generator" else []) + [[4, 5], [6, 7], [8, 9]]
     assert again.accuracy == first.accuracy and [n.calls for n in again.nfe] == calls
+
+
+def test_adapter_methods_share_the_backbones_task1_samples(tmp_path, monkeypatch):
+    """Task 1's classes are the frozen backbone's under every adapter method: drawn once, by
+    the first cell, and exactly what drawing them through the other method would give."""
+    import bench.protocol as protocol
+
+    drawn = []
+    real_synth = protocol.synthesize
+
+    def spy_synth(model, classes, *args, **kwargs):
+        out = real_synth(model, classes, *args, **kwargs)
+        drawn.append((type(model).__name__, list(classes), out[0]))
+        return out
+
+    monkeypatch.setattr(protocol, "synthesize", spy_synth)
+    run_cell(_cfg("vanilla_mul", tmp_path), log=lambda *_: None)
+    assert [d[1] for d in drawn] == [[0, 1, 2, 3], [4, 5], [6, 7], [8, 9]]
+    shared = drawn[0][2]
+    drawn.clear()
+    run_cell(_cfg("scale_shift", tmp_path), log=lambda *_: None)
+    assert [d[1] for d in drawn] == [[4, 5], [6, 7], [8, 9]]             # task 1's group reused
+    monkeypatch.setattr(protocol.Cell, "first_group", lambda self: self.synthesize(
+        self.strategy.sampler(), self.data.tasks[0], "sampling-task", 1))
+    drawn.clear()
+    run_cell(_cfg("scale_shift", tmp_path / "alone"), log=lambda *_: None)
+    assert drawn[0][1] == [0, 1, 2, 3] and torch.equal(drawn[0][2], shared)  # what scale_shift draws itself

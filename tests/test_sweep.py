@@ -145,3 +145,52 @@ def test_missing_data_is_one_line_before_submission(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "ImageNet100 not found" in err and err.count("\n") == 1
     assert not (tmp_path / "store" / "logs").exists()
+
+
+class _FakeJob:
+    """Done after ``polls`` calls of done(); records what FUNLORA_THREADS was at submission."""
+
+    def __init__(self, log, name, polls):
+        self.name, self.polls, self.threads = name, polls, os.environ.get("FUNLORA_THREADS")
+        log.append(("submit", name))
+        self.log = log
+
+    def done(self):
+        self.polls -= 1
+        if self.polls <= 0 and ("done", self.name) not in self.log:
+            self.log.append(("done", self.name))
+        return self.polls <= 0
+
+    def result(self):
+        return self.name
+
+
+class _FakeExecutor:
+    def __init__(self):
+        self.log, self.jobs = [], {}
+
+    def submit(self, fn, kind, payload, artifacts):  # noqa: ARG002 - StageJob's signature
+        job = _FakeJob(self.log, payload["name"], payload["polls"])
+        self.jobs[payload["name"]] = job
+        return job
+
+
+def test_local_queue_runs_free_cells_beside_the_backbone_and_waits_for_it(monkeypatch):
+    """Groups that need no backbone start at once beside it; the others only once it is done."""
+    import bench.sweep as sweep
+
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 4)
+    opts = {"executor": "local", "jobs": 2}
+    items = [sweep.Item("backbone", {"name": "bb", "polls": 3}, key="k", threads=sweep.threads_for(opts, 3)),
+             sweep.Item("cells", {"name": "adapter", "polls": 1}, after=frozenset({"k"}),
+                        threads=sweep.threads_for(opts, 3)),
+             sweep.Item("cells", {"name": "bound", "polls": 1}, threads=sweep.threads_for(opts, 3))]
+    ex = _FakeExecutor()
+    out = sweep.dispatch(ex, items, "art", 2, "test", slurm=False)
+    assert [r[2] for r in out] == ["bb", "adapter", "bound"]            # results in item order
+    log = ex.log
+    assert log.index(("submit", "bound")) < log.index(("done", "bb"))   # beside the backbone
+    assert log.index(("done", "bb")) < log.index(("submit", "adapter"))  # after it
+    assert {j.threads for j in ex.jobs.values()} == {"2"}               # 4 cores, 2 jobs at once
+    sweep.LIVE_JOBS.clear()
