@@ -3,7 +3,8 @@
 3x3 conv, stride 1, no max pool, any input channel count; SGD + OneCycleLR with
 random crop (padding size/8) and horizontal flip. Accuracy is reported per task.
 ``width`` scales every stage's channels (64, 128, 256, 512 at the default 64, the
-paper's); scale=cpu uses 32, a quarter of the FLOPs on 16 x 16 Fashion-MNIST.
+paper's); scale=cpu uses 16: a sixteenth of the FLOPs, 10x faster on 16 x 16 images, and
+the real-data upper bound within 1 point of width 64 (measured: LA 81.5 vs 82.5).
 """
 from __future__ import annotations
 
