@@ -117,7 +117,7 @@ def test_classifier_width_scales_every_stage_and_64_is_torchvision():
 
 def test_keys_and_records_from_before_the_width_option_stay_valid():
     """Width 64 keeps the stage keys it always had and old records missing the key are not
-    stale; scale=cpu (width 16) computes something else, so its old records are."""
+    stale; scale=cpu (width 32) computes something else, so its old records are."""
     from bench import config
     from bench.record import with_added_keys
     from bench.stages import evaluation_key, feature_net_key, first_task_key

@@ -29,6 +29,9 @@ def test_perf_json_has_ratios_per_method_and_the_worst_case():
     assert (res["train_batch"], res["new_classes_per_batch"]) == (32, 2)
     assert (res["worst_case"]["train_batch"], res["worst_case"]["new_classes_per_batch"]) == (16, 8)
     assert set(res["funlora_over_vanilla_mul"]) == {"paper_mix", "worst_case"}
+    floor = res["cosine_floor_over_vanilla_mul"]                  # 1 + cos/sin time over vanilla_mul's step
+    assert set(floor) == {"paper_mix", "worst_case"} and all(v > 1 for v in floor.values())
+    assert res["worst_case"]["cosine_floor_ms"] > 0
 
 
 def test_gpu_check_smoke_projects_every_stage():
