@@ -280,7 +280,8 @@ def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, 
     is free and its backbones are done (so cells without a backbone run beside the backbone);
     on Slurm all at once, as one array. Returns (index, job, result, exception) in item order."""
     results, pending, queue = [], [], list(enumerate(items))
-    settled: set[str] = set()
+    own = {item.key for item in items if item.key is not None}
+    settled = {key for item in items for key in item.after} - own   # done in an earlier phase
     bar = tqdm(total=len(items), desc=desc, dynamic_ncols=True)
     if slurm:
         with executor.batch():
@@ -290,6 +291,8 @@ def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, 
     while queue or pending:
         while len(pending) < max(1, jobs):
             ready = next((q for q in queue if q[1].after <= settled), None)
+            if ready is None and not pending:   # cannot happen: every key waited on is settled above
+                raise RuntimeError("sweep queue stalled: cells wait on a backbone that is not queued")
             if ready is None:
                 break
             queue.remove(ready)

@@ -194,3 +194,14 @@ def test_local_queue_runs_free_cells_beside_the_backbone_and_waits_for_it(monkey
     assert log.index(("done", "bb")) < log.index(("submit", "adapter"))  # after it
     assert {j.threads for j in ex.jobs.values()} == {"2"}               # 4 cores, 2 jobs at once
     sweep.LIVE_JOBS.clear()
+
+
+def test_cells_phase_after_a_backbone_phase_does_not_wait(monkeypatch):
+    """Slurm and debug dispatch backbones and cells apart: backbones of an earlier phase count as done."""
+    import bench.sweep as sweep
+
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    items = [sweep.Item("cells", {"name": "adapter", "polls": 1}, after=frozenset({"k"}))]
+    out = sweep.dispatch(_FakeExecutor(), items, "art", 1, "test", slurm=False)
+    assert [r[2] for r in out] == ["adapter"]
+    sweep.LIVE_JOBS.clear()
