@@ -10,8 +10,8 @@ Backbone section: generator training step (batch 64 and 8), sampling time per NF
 with a mixed-label batch (the paper's mix: 2 new classes in a batch of 32; worst case: 8
 in a batch of 16) over the frozen base model's step on
 the same batch (``conditioning_only``: the same backward through the frozen U-Net, only
-embedding rows trained), and a sampling forward with one class per batch over the
-frozen U-Net's forward. Medians over ``--repeats`` after one warm-up.
+embedding rows trained), and the forwards of one sampling solve (``SOLVE_NFE``) with one
+class per batch over the frozen U-Net's. Medians over ``--repeats`` after one warm-up.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from bench.unet import build_unet  # noqa: E402
 MODELS = {"small": dict(image_size=16, in_channels=1, attention_resolutions="8", num_classes=20),
           "cifar10": dict(num_classes=20)}
 CHANNELS = {"small": 1, "cifar10": 3}
+SOLVE_NFE = 12   # forwards of one sampling solve at scale=cpu (midpoint, 6 steps)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -104,9 +105,10 @@ def measure_methods(model: str, names: list[str], repeats: int, train_batch: int
     in turn, so a change in background load hits all of them alike and the ratios (medians
     over repeats) stay comparable within the run. Training: a batch of ``train_batch``
     holding ``new_classes`` new classes, over ``conditioning_only`` (the same backward
-    through the frozen U-Net, only embedding rows trained). Sampling: a forward at
-    ``sample_batch`` with one new class, over the same wrapped model run with a task-1
-    class (the frozen U-Net's own path)."""
+    through the frozen U-Net, only embedding rows trained). Sampling: the ``SOLVE_NFE``
+    forwards of one solve at ``sample_batch`` with one new class (the first builds the
+    class's adapted weights, the others reuse them, as in a real solve), over the same
+    wrapped model run with a task-1 class (the frozen U-Net's own path)."""
     new = list(range(10, 10 + new_classes))
     x, y = batch(model, train_batch, new)
     xs, ys = batch(model, sample_batch, [new[0]])
@@ -118,8 +120,8 @@ def measure_methods(model: str, names: list[str], repeats: int, train_batch: int
         m = build_spec(name).attach(build_unet(model, **MODELS[model]))
         m.add_classes(new)
         steps[name] = train_step_fn(m, m.trainable_parameters(), x, y)
-        samples[name] = (lambda m=m: m(ts, xs, ys))
-        frozen[name] = (lambda m=m: m(ts, xs, torch.zeros_like(ys)))
+        samples[name] = (lambda m=m: [m(ts, xs, ys) for _ in range(SOLVE_NFE)])
+        frozen[name] = (lambda m=m: [m(ts, xs, torch.zeros_like(ys)) for _ in range(SOLVE_NFE)])
         steps[name]()                          # warm-up
         if name == "funlora":
             floor = cosine_floor_fn(m, new_classes)
