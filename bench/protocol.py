@@ -197,8 +197,8 @@ class Cell:
 
         Each task's classes are sampled once, as one group seeded by that task, and kept:
         the images of task i's classes are the same at every later task (their adapters, or
-        the multitask generator, are bit-identical), so sampling them again would draw the same distribution at t times
-        the cost. After a resume the groups are drawn again, identically. NFE counts each
+        the multitask generator, are bit-identical), so sampling them again would draw the
+        same distribution at t times the cost. After a resume the groups are drawn again, identically. NFE counts each
         group once, in the row of the first task whose classifier uses it (so the record is
         the same whether the run was resumed or not); seconds are the sampling really done.
         Under adapters, task 1's classes come from the frozen backbone itself (the adapter

@@ -396,15 +396,15 @@ def _main(argv: list[str]) -> int:
     backbones = [Item("backbone", cfg, key=key) for key, cfg in plan.backbones.items()]
     cells = [Item("cells", [{"config": c.config, "label": c.label, "grid": plan.grid,
                              "record": str(plan.record_path(c)), "overrides": cell_overrides} for c in group],
-                  after=frozenset(k for k in {backbone_key(c.config) for c in group if
-                                              strategies.for_method(c.config["method"]["name"]).needs_backbone}
-                                  if k in plan.backbones))
+                  after=frozenset({backbone_key(c.config) for c in group
+                                   if strategies.for_method(c.config["method"]["name"]).needs_backbone}
+                                  & plan.backbones.keys()))
              for group in plan.groups.values()]
     # Locally one queue: a cell group starts once its backbone is done, and groups that need
     # none (the bounds) fill the other cores meanwhile. Slurm and debug: backbones, then cells.
     free = [item for item in cells if not item.after]
-    for item in backbones:   # it shares the cores with the other backbones and the free groups
-        item.threads = threads_for(sweep, len(backbones) + (len(free) if sweep["executor"] == "local" else 0))
+    for item in backbones:   # locally it shares the cores with the other backbones and the free groups
+        item.threads = threads_for(sweep, len(backbones) + len(free))
     for item in cells:
         item.threads = threads_for(sweep, len(cells))
     phases = [backbones + cells] if sweep["executor"] == "local" else [backbones, cells]
