@@ -50,7 +50,7 @@ def modulation(adapter: Adapter, cls: int, key: str) -> torch.Tensor | None:
     p = {k: v.detach().double() for k, v in adapter.class_params[str(cls)].layers[key].items()}
     info = adapter.layer_info[key]
     if isinstance(adapter, FunLoRA):
-        return adapter.modulation(p, info["out_channels"], info["in_channels"])
+        return adapter.modulation(p, info["out_channels"], info["in_channels"], kernel="autograd")
     if "B" in p and "A" in p and adapter.name in ("vanilla_mul", "mul_add"):
         return p["B"] @ p["A"]
     return None

@@ -190,6 +190,7 @@ class Adapter(nn.Module):
         self._plan: BatchPlan | None = None
         self.budget_choice = None   # a methods.budget.BudgetChoice once a budget is resolved
         self._weights: dict = {}    # (layer key, class) -> (stamp, W'_y), sampling only (class_weight)
+        self.implementation: dict[str, str] = {}   # how it computes, once attached (the cell logs it)
 
     # ---- options and attachment -------------------------------------------------
     def attach(self, backbone: nn.Module) -> "Adapter":

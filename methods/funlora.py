@@ -12,7 +12,8 @@ repeated rho times to full size.
 Initialisation rule (the paper does not give one): B = A = 1 and gamma = (g, 0, ..., 0)
 with g chosen so that M_y = 1 exactly at init: g = 1 for power and rshift (f_1 = 1), and
 for cosine g = 1/cos(omega_1), nudged by one float32 ulp at a time until g * cos(omega_1)
-rounds to exactly 1. A new class therefore starts from the frozen model's output.
+rounds to exactly 1, with cos(omega_1) as the cosine kernel computes it on the layer's device
+(``methods/cosine_kernel.py``). A new class therefore starts from the frozen model's output.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 
 from . import register
 from .base import Adapter, AdapterOptions, positive_int
+from .cosine_kernel import KERNELS, cosine_reference, modulate, resolve
 from .targets import MethodError
 
 FUNCTIONS = ("cosine", "power", "rshift")
@@ -40,43 +42,6 @@ def exact_inverse(c: float) -> float:
     raise ArithmeticError(f"no float32 inverse of {c}")  # pragma: no cover - cannot happen for c in (0.5, 1]
 
 
-class CosineModulation(torch.autograd.Function):
-    """M = sum_j gamma_j cos(omega_j b a^T) and its gradients in a few large ops.
-
-    Forward: X = omega (x) vec(b a^T) (K x N), C = cos X, M = gamma^T C (one matrix-vector
-    product). With gradients wanted it also keeps S = sin X, so the backward is three
-    matrix-vector products and no transcendental call:
-    dgamma = C g, domega = -gamma * (S (g * p)), dp = -((gamma * omega)^T S) * g,
-    db = dP a, da = dP^T b (g = vec dL/dM, p = vec b a^T). Autograd through
-    ``cos(omega[:, None, None] * outer(b, a))`` made and kept K full c_out x c_in
-    tensors per op instead (about 1.5x the time, ``benchmarks/perf.py``). Equal to it to
-    float32 rounding (tests); exactly M = 1 at FunLoRA's initialisation (every term but
-    gamma_1 cos(1) is an exact zero).
-    """
-
-    @staticmethod
-    def forward(ctx, b, a, gamma, omega):
-        # In the parameters' precision even under bf16 autocast: M multiplies every weight.
-        with torch.autocast(b.device.type, enabled=False):
-            p = torch.outer(b, a).reshape(1, -1)
-            x = omega[:, None] * p
-            c = torch.cos(x)
-            m = (gamma[None, :] @ c).view(b.numel(), a.numel())
-            if any(ctx.needs_input_grad):
-                ctx.save_for_backward(b, a, gamma, omega, c, torch.sin(x))
-        return m
-
-    @staticmethod
-    def backward(ctx, grad):
-        b, a, gamma, omega, c, s = ctx.saved_tensors
-        g = grad.to(c.dtype).reshape(-1, 1)
-        p = torch.outer(b, a).reshape(-1, 1)
-        d_gamma = (c @ g).view(-1)
-        d_omega = -gamma * (s @ (g * p)).view(-1)
-        d_p = (((gamma * omega)[None, :] @ s).view(-1, 1) * g).neg_().view(b.numel(), a.numel())
-        return d_p @ a, d_p.t() @ b, d_gamma, d_omega
-
-
 @dataclass
 class FunLoRAOptions(AdapterOptions):
     """``function`` f_j (cosine, power, rshift), ``K`` functions, ``learn`` omega / p,
@@ -86,12 +51,14 @@ class FunLoRAOptions(AdapterOptions):
     K: int = 10
     learn: bool = True
     ratio: int = 1
-    fused: bool = True       # cosine: CosineModulation (false: the plain autograd form, for checks and timing)
+    kernel: str = "auto"     # cosine: how M is computed (methods/cosine_kernel.py; equal to float32 rounding)
 
     def validate(self) -> None:
         super().validate()
         if self.function not in FUNCTIONS:
             raise MethodError(f"method.function must be one of {', '.join(FUNCTIONS)}, got {self.function!r}")
+        if self.kernel not in KERNELS:
+            raise MethodError(f"method.kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
         positive_int(self, "K")
         positive_int(self, "ratio")
         if self.function == "rshift" and self.learn:
@@ -126,23 +93,49 @@ class FunLoRA(Adapter):
     Options = FunLoRAOptions
     size_option = "ratio"
 
+    def __init__(self, **options):
+        super().__init__(**options)
+        self._inverse: dict[torch.device, float] = {}   # device -> gamma_1 at init (cosine)
+
     def size_candidates(self):
         return [64, 32, 16, 8, 4, 2, 1]      # PPC grows as the ratio shrinks
 
+    def attach_shared(self) -> None:
+        """Resolve the cosine kernel on the backbone's device (``method.kernel=compiled`` that
+        cannot work there is a MethodError now, not mid-training)."""
+        super().attach_shared()
+        if self.options["function"] == "cosine":
+            name, _ = resolve(self.options["kernel"], self._device().type)
+            self.implementation["cosine kernel"] = f"{name} (method.kernel={self.options['kernel']})"
+
     # -- parameters ---------------------------------------------------------------------
-    def _init_gamma(self) -> torch.Tensor:
+    def _init_gamma(self, device: torch.device) -> torch.Tensor:
         K = self.options["K"]
         gamma = torch.zeros(K)
-        # g must invert cos(omega_1 * 1) as float32 computes it (see the module docstring).
-        cosine = self.options["function"] == "cosine"
-        gamma[0] = exact_inverse(torch.cos(torch.tensor(1.0, device="cpu")).item()) if cosine else 1.0
+        gamma[0] = self._cosine_inverse(device) if self.options["function"] == "cosine" else 1.0
         return gamma
+
+    def _cosine_inverse(self, device: torch.device) -> float:
+        """g with g * cos(omega_1) == 1 in float32, cos as this kernel computes it on ``device``
+        (implementations differ by an ulp: torch.cos(1) and Inductor's cos(1) do)."""
+        if device.type == "meta":        # shapes only (parameter counts): no values to invert
+            device = torch.device("cpu")
+        if device not in self._inverse:
+            K = self.options["K"]
+            e1 = torch.zeros(K, device=device)
+            e1[0] = 1.0
+            # sizes 2 and 3: the shapes a compiled kernel is already generic over (no new graph for size 1)
+            b, a = torch.ones(2, device=device), torch.ones(3, device=device)
+            with torch.no_grad():
+                c = modulate(self.options["kernel"], b, a, e1, torch.arange(1.0, K + 1, device=device))
+            self._inverse[device] = exact_inverse(c[0, 0].item())
+        return self._inverse[device]
 
     def new_layer_params(self, key, module):
         rho, K = self.options["ratio"], self.options["K"]
         params = {"B": torch.ones(math.ceil(module.out_channels / rho)),
                   "A": torch.ones(math.ceil(module.in_channels / rho)),
-                  "gamma": self._init_gamma()}
+                  "gamma": self._init_gamma(module.weight.device)}
         if self.options["learn"]:
             name = "omega" if self.options["function"] == "cosine" else "p"
             params[name] = torch.arange(1, K + 1, dtype=torch.float32)
@@ -153,8 +146,8 @@ class FunLoRA(Adapter):
         rho = self.options["ratio"]
         return v if rho == 1 else v.repeat_interleave(rho)[:size]
 
-    def modulation(self, params, c_out: int, c_in: int) -> torch.Tensor:
-        """M_y (c_out x c_in) of one class and layer."""
+    def modulation(self, params, c_out: int, c_in: int, kernel: str | None = None) -> torch.Tensor:
+        """M_y (c_out x c_in) of one class and layer (cosine: through ``kernel``, by default the option's)."""
         b, a = self._full(params["B"], c_out), self._full(params["A"], c_in)
         gamma, K, fn = params["gamma"], self.options["K"], self.options["function"]
         if fn == "rshift":
@@ -163,9 +156,7 @@ class FunLoRA(Adapter):
             return (bs * gamma[:, None]).t() @ as_
         if fn == "cosine":
             omega = params["omega"] if "omega" in params else torch.arange(1, K + 1, dtype=b.dtype, device=b.device)
-            if not self.options["fused"]:
-                return self.cosine_reference(b, a, gamma, omega)
-            return CosineModulation.apply(b, a, gamma, omega)
+            return modulate(kernel or self.options["kernel"], b, a, gamma, omega)
         ba = torch.outer(b, a)
         if "p" in params:
             f = torch.sign(ba) * ba.abs().clamp_min(1e-12).pow(params["p"][:, None, None])
@@ -174,10 +165,7 @@ class FunLoRA(Adapter):
             f = ba.pow(p[:, None, None])
         return torch.einsum("k,kij->ij", gamma, f)
 
-    @staticmethod
-    def cosine_reference(b, a, gamma, omega) -> torch.Tensor:
-        """The plain autograd form of the cosine M (what CosineModulation must equal)."""
-        return torch.einsum("k,kij->ij", gamma, torch.cos(omega[:, None, None] * torch.outer(b, a)))
+    cosine_reference = staticmethod(cosine_reference)   # the plain form every kernel must equal
 
     def adapted_weight(self, key, weight, params):
         m = self.modulation(params, weight.shape[0], weight.shape[1])

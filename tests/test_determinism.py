@@ -1,4 +1,5 @@
 """Same config + seed -> the same record, from fresh processes and fresh workdirs."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,18 +16,29 @@ ROOT = Path(__file__).resolve().parents[1]
 CIRCUMSTANTIAL = {"created", "seconds", "config", "sample_grids"}
 
 
-def _run(tmp_path: Path, name: str, method: str = "lora_conv_v1") -> Record:
+def _run(tmp_path: Path, name: str, method: str = "lora_conv_v1", env: dict | None = None) -> Record:
     out = tmp_path / name / "rec.json"
     cmd = [sys.executable, "-m", "bench.run", "dataset=digits", "split=6-2", f"method={method}", "scale=smoke",
            "seed=3", f"workdir={tmp_path / name / 'art'}", f"out={out}", "progress=false"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return Record.load(out)
 
 
 def test_two_fresh_processes_give_the_same_record(tmp_path):
     # lora_conv_v1 draws random initial factors (kaiming): its adapters are seeded too.
-    a, b = _run(tmp_path, "a"), _run(tmp_path, "b")
+    _assert_same(_run(tmp_path, "a"), _run(tmp_path, "b"))
+
+
+def test_funlora_records_do_not_depend_on_the_compile_cache(tmp_path):
+    """FunLoRA's compiled cosine kernel: compiled from scratch (cold Inductor cache) in the
+    first process, loaded from the cache in the second; the records are the same."""
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    _assert_same(_run(tmp_path, "cold", "funlora", env), _run(tmp_path, "warm", "funlora", env))
+
+
+def _assert_same(a: Record, b: Record) -> None:
     ja, jb = a.to_json(), b.to_json()
     for key in ja:
         if key not in CIRCUMSTANTIAL:

@@ -1,43 +1,18 @@
-"""Fast paths must compute what the plain code computes: FunLoRA's fused cosine modulation
-and the sampling-time cache of adapted weights; the narrower evaluation classifier keeps
-the stage keys and records of the default width."""
+"""Fast paths must compute what the plain code computes: FunLoRA's cosine modulation (its
+kernels: tests/test_cosine_kernel.py) and the sampling-time cache of adapted weights; the
+narrower evaluation classifier keeps the stage keys and records of the default width."""
 import pytest
 import torch
 
 import methods
-from methods.funlora import CosineModulation, FunLoRA
+from methods.funlora import FunLoRA
 
 from .conftest import randomized_unet
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
-def test_fused_cosine_modulation_equals_autograd(dtype, tol):
-    torch.manual_seed(0)
-    b = (1 + 0.3 * torch.randn(48, dtype=dtype)).requires_grad_()
-    a = (1 + 0.3 * torch.randn(80, dtype=dtype)).requires_grad_()
-    gamma = torch.randn(10, dtype=dtype).requires_grad_()
-    omega = (torch.arange(1, 11, dtype=dtype) + 0.2 * torch.randn(10, dtype=dtype)).requires_grad_()
-    upstream = torch.randn(48, 80, dtype=dtype)
-    fused = CosineModulation.apply(b, a, gamma, omega)
-    plain = FunLoRA.cosine_reference(b, a, gamma, omega)
-    torch.testing.assert_close(fused, plain, atol=tol, rtol=tol)
-    g_fused = torch.autograd.grad((fused * upstream).sum(), (b, a, gamma, omega))
-    g_plain = torch.autograd.grad((plain * upstream).sum(), (b, a, gamma, omega))
-    for name, x, y in zip("b a gamma omega".split(), g_fused, g_plain):
-        scale = y.abs().max()
-        assert ((x - y).abs().max() / scale) < 10 * tol, name
-
-
-def test_fused_cosine_modulation_gradcheck():
-    torch.manual_seed(1)
-    args = [torch.randn(5, dtype=torch.float64, requires_grad=True), torch.randn(7, dtype=torch.float64, requires_grad=True),
-            torch.randn(4, dtype=torch.float64, requires_grad=True), torch.rand(4, dtype=torch.float64, requires_grad=True)]
-    assert torch.autograd.gradcheck(CosineModulation.apply, args)
-
-
 @pytest.mark.parametrize("options", [{}, {"learn": False}, {"ratio": 4}])
 def test_funlora_adapted_weight_matches_the_plain_formula(options):
-    """M through the fused function equals the unfused formula for every cosine variant."""
+    """M through the default kernel equals the plain formula for every cosine variant."""
     m = methods.build("funlora", **options).attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
     m.add_classes([4])
     with torch.no_grad():
@@ -73,26 +48,6 @@ def test_sampling_reuses_adapted_weights_until_parameters_change():
     with torch.no_grad():
         m(t, x, torch.tensor([5, 5, 5, 5]))
     assert {c for _, c in m._weights} == {5}                        # only the batch's classes are kept
-
-
-def test_fused_and_unfused_funlora_train_alike():
-    """A forward and backward through the whole adapted U-Net: same loss and gradients to float32 rounding."""
-    results = []
-    for fused in (True, False):
-        m = methods.build("funlora", fused=fused).attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
-        m.add_classes([4, 5])
-        torch.manual_seed(3)
-        with torch.no_grad():
-            for p in m.class_params.parameters():
-                p.add_(torch.randn_like(p) * 0.1)
-        t, x, y = torch.rand(6), torch.randn(6, 1, 8, 8), torch.tensor([4, 5, 0, 4, 5, 1])
-        loss = m(t, x, y).pow(2).mean()
-        loss.backward()
-        results.append((loss.detach(), [p.grad.clone() for p in m.trainable_parameters()]))
-    (l1, g1), (l2, g2) = results
-    torch.testing.assert_close(l1, l2)
-    for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_classifier_width_scales_every_stage_and_64_is_torchvision():

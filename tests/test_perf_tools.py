@@ -20,9 +20,10 @@ def _script(*args):
 
 def test_perf_json_has_ratios_per_method_and_the_worst_case():
     res = _script("benchmarks/perf.py", "--json", "--json-model", "small", "--repeats", "1",
-                  "--methods", "vanilla_mul,funlora,ia3")
+                  "--methods", "vanilla_mul,funlora,ia3,funlora[kernel=function]")
     for part in (res, res["worst_case"]):
-        assert set(part["train_ratio"]) == {"conditioning_only", "vanilla_mul", "funlora", "ia3"}
+        assert set(part["train_ratio"]) == {"conditioning_only", "vanilla_mul", "funlora", "ia3",
+                                            "funlora[kernel=function]"}
         assert set(part["sample_ratio"]) == set(part["train_ratio"])
         assert part["train_ratio"]["conditioning_only"] == 1.0
         assert all(v > 0 for v in part["train_ratio"].values())
@@ -32,6 +33,9 @@ def test_perf_json_has_ratios_per_method_and_the_worst_case():
     floor = res["cosine_floor_over_vanilla_mul"]                  # 1 + cos/sin time over vanilla_mul's step
     assert set(floor) == {"paper_mix", "worst_case"} and all(v > 1 for v in floor.values())
     assert res["worst_case"]["cosine_floor_ms"] > 0
+    assert res["funlora_kernel"] in ("compiled", "function")
+    assert set(res["funlora_over_variant"]) == {"funlora[kernel=function]"}
+    assert all(v > 0 for v in res["funlora_over_variant"]["funlora[kernel=function]"].values())
 
 
 def test_gpu_check_smoke_projects_every_stage():

@@ -36,6 +36,8 @@ class Adapters(Strategy):
             self._adapter = methods.build(cell.method_name, **cell.options).attach(cell.unet)
             if self._adapter.budget_choice is not None:
                 cell.log(self._adapter.budget_choice.describe(cell.method_name))
+            for what, how in self._adapter.implementation.items():
+                cell.log(f"{cell.method_name}: {what}: {how}")
             return info
         cell.seed_stage("adapter-init", t)  # random initial factors, whether the backbone was cached or not
         self._adapter.add_classes(classes)
