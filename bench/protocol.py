@@ -358,6 +358,7 @@ class Cell:
             budget=adapter.budget_choice.to_dict() if adapter is not None and adapter.budget_choice else None,
             shared_params=adapter.shared_params() if adapter is not None else 0,
             per_class_accuracy=per_class, sample_grids=grids,
+            implementation=dict(adapter.implementation) if adapter is not None and adapter.implementation else None,
             trainable_per_task=trainable,
             analysis=adapter_analysis(adapter) if adapter is not None else None,
             nfe=[NFE(**n) for n in nfe], quality=quality, tuning=self.tuning,

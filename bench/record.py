@@ -102,6 +102,7 @@ class Record:
     shared_params: int = 0                       # frozen parameters shared by all classes (VeRA)
     per_class_accuracy: Optional[list[dict[str, float]]] = None  # per task: class -> accuracy (%)
     sample_grids: Optional[list[Optional[str]]] = None           # per task: PNG of n samples per seen class
+    implementation: Optional[dict[str, str]] = None              # how the adapter computed (FunLoRA's kernel)
 
     # ---- JSON -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -122,9 +122,9 @@ _warned: set[str] = set()
 
 def _probe(fn: Callable, device_type: str) -> None:
     """Run ``fn`` forward and backward on a small input; raise where it disagrees with the plain form."""
-    g = torch.Generator(device="cpu").manual_seed(0)
-    args = [torch.randn(n, generator=g).to(device_type).requires_grad_() for n in (65, 67, 10)]
     # K = 10 (FunLoRA's default) and c_out c_in > 4096 (Inductor compiles larger sums apart): the common graphs
+    g = torch.Generator(device="cpu").manual_seed(0)
+    args = [torch.randn(n, generator=g, device="cpu").to(device_type).requires_grad_() for n in (65, 67, 10)]
     args.append(torch.arange(1.0, 11.0, device=device_type).requires_grad_())
     got, want = fn(*args), cosine_reference(*args)
     pairs = [(got, want), *zip(torch.autograd.grad(got.sum(), args), torch.autograd.grad(want.sum(), args))]
@@ -136,8 +136,7 @@ def compiled_kernel(device_type: str) -> Callable | str:
     """``CompiledCosineModulation.apply`` (shape-generic), or why torch.compile fails here.
 
     Probed once per process and device type on a small input, values and gradients checked
-    against the plain form, so that a missing compiler shows here and not mid-training
-    (with gradients on, whatever the caller's grad mode: the probe builds the training graph).
+    against the plain form, so that a missing compiler shows here and not mid-training.
     """
     if device_type not in _compiled:
         # One graph per dtype, K and size-1 dimension: perhaps more than dynamo's default 8,
@@ -151,7 +150,9 @@ def compiled_kernel(device_type: str) -> Callable | str:
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device_type, enabled=False):
+            # on the device, whatever the caller's default device (meta, in a dry build) and grad mode
+            with torch.device(device_type), torch.inference_mode(False), torch.enable_grad(), \
+                    torch.autocast(device_type, enabled=False):
                 _probe(fn, device_type)
             _compiled[device_type] = fn
         except Exception as exc:  # any compiler / backend failure means: not available here

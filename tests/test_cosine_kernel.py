@@ -109,3 +109,18 @@ def test_auto_falls_back_with_one_line_and_explicit_compiled_is_an_error(monkeyp
     assert m.implementation == {"cosine kernel": "function (method.kernel=auto)"}   # what the cell logs
     with pytest.raises(MethodError, match="method.kernel must be one of auto, compiled, function, autograd"):
         methods.build("funlora", kernel="triton")
+
+
+def test_a_dry_build_on_the_meta_device_neither_probes_nor_spoils_the_probe(monkeypatch):
+    """bench.run builds the cell on the meta device first, in the process that then trains:
+    the kernel must still compile afterwards (a probe under the meta default device failed)."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setattr(cosine_kernel, "_compiled", {})
+    with torch.device("meta"):
+        m = methods.build("funlora").attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
+        m.add_classes([4])
+        assert m.ppc() > 0
+    assert cosine_kernel._compiled == {}                     # nothing probed for a dry build
+    with torch.device("meta"):
+        assert callable(cosine_kernel.compiled_kernel("cpu"))   # and a probe here runs on the CPU
