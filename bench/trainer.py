@@ -9,8 +9,11 @@ was never interrupted (on the same device).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -84,15 +87,43 @@ def done_marker(ckpt: Path) -> Path:
     return ckpt.with_name(ckpt.name + ".done")
 
 
+DEFERRED_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT")
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold preemption signals (submitit's SIGUSR2, Slurm's SIGTERM, Ctrl-C) until the block ends,
+    then deliver them to the handlers that were there. A handler that exits (submitit's
+    checkpoint-and-requeue) inside torch.save broke the zip writer, and the job failed instead
+    of requeueing. Main thread only (where Python runs signal handlers); elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    # a handler installed outside Python (getsignal: None) could not be put back: left alone
+    sigs = [s for s in (getattr(signal, n) for n in DEFERRED_SIGNALS if hasattr(signal, n))
+            if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)
+
+
 def atomic_save(obj: object, path: Path) -> None:
-    """torch.save through a unique temporary name, flushed and fsynced, then renamed."""
+    """torch.save through a unique temporary name, flushed and fsynced, then renamed; a
+    preemption signal that arrives meanwhile is handled once the file is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}.{time.time_ns()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with signals_deferred():
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
 
 def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor,
