@@ -18,10 +18,13 @@ VectorField = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def cfm_loss(model: VectorField, x1: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None,
              sigma_min: float = 0.0) -> torch.Tensor:
-    """|| v(t, x_t, y) - (x_1 - x_0) ||^2 averaged over the batch (Eq. 2)."""
-    x0 = torch.randn(x1.shape, generator=generator, device=x1.device if generator is None else generator.device)
-    x0 = x0.to(x1.device)
-    t = torch.rand(x1.shape[0], generator=generator, device=x0.device).to(x1.device)
+    """|| v(t, x_t, y) - (x_1 - x_0) ||^2 averaged over the batch (Eq. 2).
+
+    Noise and times are drawn on the generator's device (the trainer's is a CPU generator,
+    so a run draws the same numbers on any device), then moved to x_1's device."""
+    draw = x1.device if generator is None else generator.device
+    x0 = torch.randn(x1.shape, generator=generator, device=draw).to(x1.device)
+    t = torch.rand(x1.shape[0], generator=generator, device=draw).to(x1.device)
     tb = t.view(-1, *([1] * (x1.dim() - 1)))
     xt = tb * x1 + (1 - tb) * x0
     if sigma_min:

@@ -34,11 +34,16 @@ from .unet import MODEL_CONFIGS, UNetModel, build_unet
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA where present, else the CPU; ``cuda[:N]`` only where that GPU exists."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"device={name} was asked for but CUDA is not available here; use device=auto or cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BenchError(f"device={name}: this machine has {torch.cuda.device_count()} visible GPU(s) "
+                         f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return device
 
 
 def model_for(cfg: dict, dataset: str) -> tuple[UNetModel, int]:

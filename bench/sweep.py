@@ -21,16 +21,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 import yaml
 from tqdm.auto import tqdm
 
-from . import grids, strategies
+from . import grids, local, strategies
 from .config import parse_overrides, typed_merge
 from .data import ensure_available
 from .errors import BenchError, cli, ensure_writable_dir
 from .jobs import StageJob, describe_failure, read_record
-from .protocol import dry_build
+from .protocol import dry_build, resolve_device
 from .stages import StagePaths, backbone_key, generator_key
 from .trainer import done_marker
 
@@ -204,24 +203,6 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def local_jobs(jobs: Any, plan: "Plan") -> int:
-    """``jobs=auto``: one job per CPU core on a CPU (small models scale better across
-    processes than across threads), one at a time when the cells run on a GPU."""
-    if jobs != "auto":
-        return int(jobs)
-    devices = {str(c.config.get("device", "auto")) for c in plan.todo}
-    gpu = any(d.startswith("cuda") for d in devices) or ("auto" in devices and torch.cuda.is_available())
-    return 1 if gpu else max(1, os.cpu_count() or 1)
-
-
-def threads_for(sweep: dict, n_jobs: int) -> Optional[int]:
-    """Local jobs share the cores: each gets cores // (jobs that can run at once); None elsewhere
-    (a Slurm job gets its cpus_per_task)."""
-    if sweep["executor"] != "local":
-        return None
-    return max(1, (os.cpu_count() or 1) // max(1, min(sweep["jobs"], n_jobs)))
-
-
 def stop_jobs(grace: float = 10.0) -> int:
     """Stop every live local job and its processes: SIGTERM, then SIGKILL after ``grace`` seconds."""
     import signal
@@ -275,11 +256,14 @@ class Item:
     threads: Optional[int] = None      # local: torch threads of the job (FUNLORA_THREADS)
 
 
-def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, slurm: bool):
+def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, slurm: bool,
+             gpus: Optional[list[str]] = None):
     """Submit ``items`` as StageJobs: locally at most ``jobs`` at once, each as soon as a slot
-    is free and its backbones are done (so cells without a backbone run beside the backbone);
+    is free and its backbones are done (so cells without a backbone run beside the backbone),
+    each on the least loaded of ``gpus`` (CUDA_VISIBLE_DEVICES values) where there are any;
     on Slurm all at once, as one array. Returns (index, job, result, exception) in item order."""
     results, pending, queue = [], [], list(enumerate(items))
+    on_gpu: dict[int, str] = {}   # item index -> the GPU slot its running job sees
     own = {item.key for item in items if item.key is not None}
     settled = {key for item in items for key in item.after} - own   # done in an earlier phase
     bar = tqdm(total=len(items), desc=desc, dynamic_ncols=True)
@@ -299,6 +283,9 @@ def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, 
             i, item = ready
             if item.threads:
                 os.environ["FUNLORA_THREADS"] = str(item.threads)
+            if gpus:
+                on_gpu[i] = local.least_loaded(gpus, [on_gpu[k] for k, _ in pending if k in on_gpu])
+                executor.update_parameters(local_setup=local.setup_lines(on_gpu[i]))
             job = executor.submit(StageJob(), item.kind, item.payload, artifacts)
             pending.append((i, job))
             LIVE_JOBS.append(job)
@@ -311,6 +298,8 @@ def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, 
                     results.append((i, job, None, exc))
                 if items[i].key is not None:   # failed or not, its cells may go (they train it themselves)
                     settled.add(items[i].key)
+                if job in LIVE_JOBS:
+                    LIVE_JOBS.remove(job)
                 bar.update(1)
             else:
                 still.append((i, job))
@@ -373,6 +362,8 @@ def _main(argv: list[str]) -> int:
     if not sweep["dry_run"]:  # missing data and bad layer ranges are one clear line before anything is submitted
         for name, root in sorted({(c.config["dataset"], c.config["data_root"]) for c in plan.todo}):
             ensure_available(name, root)
+        for device in sorted({str(c.config["device"]) for c in plan.todo}):
+            resolve_device(device)   # device=cuda without CUDA: one line here, not a failure per job
         for c in plan.todo:
             dry_build(c.config)  # on the meta device: targets and layer ranges checked against the backbone
     if sweep["dry_run"]:
@@ -388,7 +379,14 @@ def _main(argv: list[str]) -> int:
             keep_aside(plan.record_path(c), st)
     print(f"grid {plan.grid}: {len(plan.todo)} of {len(plan.cells)} cells to run; "
           f"{len(plan.backbones)} backbone(s) and {len(plan.groups)} generator group(s) to train")
-    sweep["jobs"] = local_jobs(sweep["jobs"], plan)
+    gpus: list[str] = []
+    if sweep["executor"] == "local":
+        placed = local.plan_local(sweep["jobs"], [c.config for c in plan.todo])
+        sweep["jobs"], gpus = placed.jobs, placed.gpus
+        if placed.note:
+            print(placed.note)
+    else:
+        sweep["jobs"] = 1 if sweep["jobs"] == "auto" else sweep["jobs"]
     logs = store / "logs" / plan.grid / "%j"
     slurm = sweep["executor"] == "slurm"
     failures = []
@@ -404,16 +402,16 @@ def _main(argv: list[str]) -> int:
     # none (the bounds) fill the other cores meanwhile. Slurm and debug: backbones, then cells.
     free = [item for item in cells if not item.after]
     for item in backbones:   # locally it shares the cores with the other backbones and the free groups
-        item.threads = threads_for(sweep, len(backbones) + len(free))
+        item.threads = local.threads_for(sweep["executor"], sweep["jobs"], len(backbones) + len(free))
     for item in cells:
-        item.threads = threads_for(sweep, len(cells))
+        item.threads = local.threads_for(sweep["executor"], sweep["jobs"], len(cells))
     phases = [backbones + cells] if sweep["executor"] == "local" else [backbones, cells]
     for phase in filter(None, phases):
         kinds = {item.kind for item in phase}
         stage = "backbone" if kinds == {"backbone"} else "cells"   # Slurm time limit of the jobs
         desc = "backbones" if kinds == {"backbone"} else "cells" if kinds == {"cells"} else "backbones + cells"
         ex = make_executor(sweep["executor"], logs, profile, stage, sweep["timeout_min"])
-        for i, job, _, exc in dispatch(ex, phase, str(plan.artifacts), sweep["jobs"], desc, slurm):
+        for i, job, _, exc in dispatch(ex, phase, str(plan.artifacts), sweep["jobs"], desc, slurm, gpus):
             if exc is None:
                 continue
             if phase[i].kind == "backbone":

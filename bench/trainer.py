@@ -126,6 +126,18 @@ def atomic_save(obj: object, path: Path) -> None:
         os.replace(tmp, path)
 
 
+def restore_rng(noise: torch.Generator, state: dict) -> None:
+    """Put back the flow-matching noise generator and the global CPU and CUDA generators
+    (dropout) of a checkpoint; every state is a CPU ByteTensor, whatever device trained."""
+    noise.set_state(state["noise"].cpu())
+    torch.set_rng_state(state["rng"].cpu())
+    cuda_rng = state.get("cuda_rng")
+    if cuda_rng is not None and torch.cuda.is_available():
+        n = min(len(cuda_rng), torch.cuda.device_count())
+        for i in range(n):   # a node with fewer GPUs than the one that saved: the ones it has
+            torch.cuda.set_rng_state(cuda_rng[i].cpu(), i)
+
+
 def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor,
                schedule: Schedule, seed: int, device: torch.device, ckpt: Path | None = None,
                progress: bool = True, desc: str = "generator", module: nn.Module | None = None,
@@ -157,7 +169,9 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
     noise = torch.Generator(device="cpu").manual_seed(seed)
     ema = [p.detach().clone() for p in params]
     step, start = 0, 0
-    state = load_tensors(ckpt, map_location=device) if ckpt is not None else None
+    # Loaded on the CPU whatever the device: the random states are CPU ByteTensors (a GPU copy
+    # of one is refused by set_state); parameters and optimizer state are moved to theirs below.
+    state = load_tensors(ckpt, map_location="cpu") if ckpt is not None else None
     if state is not None and (not isinstance(state, dict) or "params" not in state
                               or [tuple(t.shape) for t in state["params"]] != [tuple(p.shape) for p in params]):
         quarantine(ckpt, "not a checkpoint of the parameters being trained")
@@ -166,16 +180,13 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
         with torch.no_grad():
             for p, t in zip(params, state["params"]):
                 p.copy_(t)
-        ema = [t.to(device) for t in state["ema"]]
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        noise.set_state(state["noise"])
-        torch.set_rng_state(state["rng"])
-        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        restore_rng(noise, state)   # also when finished: the process then goes on as after training
         step = start = state["step"]
         if state.get("done"):
             return TrainResult(step, state.get("seconds", 0.0), state.get("loss", math.nan), start, trained=False)
+        ema = [t.to(device) for t in state["ema"]]
+        opt.load_state_dict(state["opt"])   # moves the moments to each parameter's device
+        sched.load_state_dict(state["sched"])
     else:
         torch.manual_seed(seed)
 

@@ -4,6 +4,7 @@
     python benchmarks/perf.py --methods all        # + every method against the frozen base
     python benchmarks/perf.py --models small --methods funlora,vanilla_mul --repeats 5
     python benchmarks/perf.py --json [--methods all]   # ratios as one JSON object (run against run)
+    python benchmarks/perf.py --device cuda --precision bf16 --json --methods all   # on a GPU
 
 Backbone section: generator training step (batch 64 and 8), sampling time per NFE
 (one forward at the sampling batch), ResNet18 step. Methods section: a training step
@@ -12,10 +13,14 @@ in a batch of 16) over the frozen base model's step on
 the same batch (``conditioning_only``: the same backward through the frozen U-Net, only
 embedding rows trained), and the forwards of one sampling solve (``SOLVE_NFE``) with one
 class per batch over the frozen U-Net's. Medians over ``--repeats`` after one warm-up.
+``--device cuda`` times on the GPU (synchronised), where the paper's mix is a batch of 128
+(the paper's batch size) holding 2 new classes; ``--precision bf16`` runs every step and
+forward under bfloat16 autocast, as ``precision=bf16`` does in a cell.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import statistics
@@ -37,22 +42,31 @@ MODELS = {"small": dict(image_size=16, in_channels=1, attention_resolutions="8",
           "cifar10": dict(num_classes=20)}
 CHANNELS = {"small": 1, "cifar10": 3}
 SOLVE_NFE = 12   # forwards of one sampling solve at scale=cpu (midpoint, 6 steps)
+DEVICE = torch.device("cpu")      # set by --device
+PRECISION = "fp32"                # set by --precision
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def autocast():
+    """bfloat16 autocast under --precision bf16, as a cell's precision=bf16."""
+    if PRECISION == "bf16":
+        return torch.autocast(DEVICE.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def median_time(fn, repeats: int) -> float:
     fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(_timed(fn) for _ in range(repeats))
 
 
 def batch(model: str, n: int, classes: list[int]):
     size = MODELS[model].get("image_size", 32)
-    x = torch.randn(n, CHANNELS[model], size, size)
-    y = torch.tensor([classes[i % len(classes)] for i in range(n)])
+    x = torch.randn(n, CHANNELS[model], size, size).to(DEVICE)
+    y = torch.tensor([classes[i % len(classes)] for i in range(n)]).to(DEVICE)
     return x, y
 
 
@@ -60,7 +74,8 @@ def train_step_fn(net, params, x, y):
     opt = torch.optim.Adam(params, lr=1e-4)
 
     def step():
-        loss = cfm_loss(net, x, y)
+        with autocast():
+            loss = cfm_loss(net, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -70,7 +85,7 @@ def train_step_fn(net, params, x, y):
 
 def backbone_section(model: str, repeats: int, sample_batch: int) -> None:
     torch.manual_seed(0)
-    unet = build_unet(model, **MODELS[model]).train()
+    unet = build_unet(model, **MODELS[model]).to(DEVICE).train()
     for n in (64, 8):
         x, y = batch(model, n, list(range(10)))
         t = median_time(train_step_fn(unet, list(unet.parameters()), x, y), repeats)
@@ -78,19 +93,20 @@ def backbone_section(model: str, repeats: int, sample_batch: int) -> None:
     unet.eval()
     x, y = batch(model, sample_batch, [0])
     with torch.no_grad():
-        t = median_time(lambda: unet(torch.full((sample_batch,), 0.5), x, y), repeats)
+        t = median_time(lambda: unet(torch.full((sample_batch,), 0.5, device=DEVICE), x, y), repeats)
     print(f"{model:8s} sampling, one NFE at batch {sample_batch}: {t * 1000:9.1f} ms "
           f"({t / sample_batch * 1000:.2f} ms per image per NFE)")
 
 
 def classifier_section(repeats: int) -> None:
     for ch, size in ((1, 16), (1, 28), (3, 32)):
-        net = build_resnet18(ch, 10).train()
+        net = build_resnet18(ch, 10).to(DEVICE).train()
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-        x, y = torch.randn(128, ch, size, size), torch.randint(0, 10, (128,))
+        x, y = torch.randn(128, ch, size, size, device=DEVICE), torch.randint(0, 10, (128,), device=DEVICE)
 
         def step():
-            loss = torch.nn.functional.cross_entropy(net(x), y)
+            with autocast():
+                loss = torch.nn.functional.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -113,16 +129,16 @@ def measure_methods(model: str, names: list[str], repeats: int, train_batch: int
     new = list(range(10, 10 + new_classes))
     x, y = batch(model, train_batch, new)
     xs, ys = batch(model, sample_batch, [new[0]])
-    ts = torch.full((sample_batch,), 0.5)
+    ts = torch.full((sample_batch,), 0.5, device=DEVICE)
     order = ["conditioning_only"] + [n for n in names if n != "conditioning_only"]
     steps, samples, frozen = {}, {}, {}
     for name in order:
         torch.manual_seed(0)
-        m = build_spec(name).attach(build_unet(model, **MODELS[model]))
+        m = build_spec(name).attach(build_unet(model, **MODELS[model]).to(DEVICE))
         m.add_classes(new)
         steps[name] = train_step_fn(m, m.trainable_parameters(), x, y)
-        samples[name] = (lambda m=m: [m(ts, xs, ys) for _ in range(SOLVE_NFE)])
-        frozen[name] = (lambda m=m: [m(ts, xs, torch.zeros_like(ys)) for _ in range(SOLVE_NFE)])
+        samples[name] = (lambda m=m: _solve(m, ts, xs, ys))
+        frozen[name] = (lambda m=m: _solve(m, ts, xs, torch.zeros_like(ys)))
         steps[name]()                          # warm-up (and torch.compile of a compiled kernel)
         with torch.no_grad():
             samples[name]()
@@ -142,12 +158,19 @@ def measure_methods(model: str, names: list[str], repeats: int, train_batch: int
     base = med["train"]["conditioning_only"]
     extra = {"cosine_floor_ms": round(statistics.median(floor_times) * 1000, 1)} if floor_times else {}
     return {**extra,
-        "model": model, "train_batch": train_batch, "new_classes_per_batch": new_classes,
+        "model": model, "device": str(DEVICE), "precision": PRECISION, "train_batch": train_batch, "new_classes_per_batch": new_classes,
         "sample_batch": sample_batch, "repeats": repeats,
         "train_ms": {n: round(t * 1000, 1) for n, t in med["train"].items()},
         "train_ratio": {n: round(t / base, 4) for n, t in med["train"].items()},
         "sample_ratio": {n: round(med["sample"][n] / med["frozen"][n], 4) for n in order},
     }
+
+
+def _solve(m, ts, xs, ys) -> None:
+    """The forwards of one sampling solve (no gradient), under the run's precision."""
+    with autocast():
+        for _ in range(SOLVE_NFE):
+            m(ts, xs, ys)
 
 
 def _cos_and_sin(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,10 +186,10 @@ def cosine_floor_fn(adapter, n_classes: int):
     work a FunLoRA training step cannot avoid (M needs the cosines, its gradient the sines)
     and vanilla_mul does not have; timed beside the steps with the cos and sin of the kernel
     FunLoRA runs (torch's, or Inductor's fused in one loop), it bounds the ratio from below."""
-    kernel, _ = cosine_kernel.resolve(adapter.options["kernel"], "cpu")
+    kernel, _ = cosine_kernel.resolve(adapter.options["kernel"], DEVICE.type)
     fn = torch.compile(_cos_plus_sin, dynamic=True) if kernel == "compiled" else _cos_and_sin
-    xs = [torch.rand(adapter.options["K"], adapter._layer(k).base.out_channels * adapter._layer(k).base.in_channels)
-          * adapter.options["K"] for k in adapter.layer_info]
+    xs = [torch.rand(adapter.options["K"], adapter._layer(k).base.out_channels * adapter._layer(k).base.in_channels,
+                     device=DEVICE) * adapter.options["K"] for k in adapter.layer_info]
 
     def run():
         with torch.no_grad():
@@ -191,8 +214,10 @@ def build_spec(spec: str):
 
 
 def _timed(fn) -> float:
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t0
 
 
@@ -204,18 +229,38 @@ def print_methods(result: dict) -> None:
         print(f"{name:24s} {ms:9.1f} {result['train_ratio'][name]:7.2f} {result['sample_ratio'][name]:16.2f}")
 
 
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="small,cifar10")
     ap.add_argument("--methods", default="", help="comma list (name or name[key=value]), or 'all'")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto (CUDA where present)")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="bf16: every step and forward under bfloat16 autocast")
+    ap.add_argument("--paper-batch", type=int, default=None,
+                    help="batch of the paper's mix (2 new classes); default 32 on the CPU, 128 on CUDA")
     ap.add_argument("--skip-backbone", action="store_true")
     ap.add_argument("--json-model", default="cifar10", help=argparse.SUPPRESS)  # tests: a small model
     ap.add_argument("--json", action="store_true",
                     help="one JSON object: train_ratio / sample_ratio per method on the CIFAR10 U-Net at the "
                          "paper's class mix (batch 32, 2 new classes), and under worst_case (batch 16, 8 classes)")
     args = ap.parse_args()
+    global DEVICE, PRECISION
+    try:
+        DEVICE = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                              else "cpu" if args.device == "auto" else args.device)
+    except RuntimeError as exc:
+        fail(f"--device {args.device}: {exc}")
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        fail(f"--device {args.device}: CUDA is not available here")
+    PRECISION = args.precision
+    paper_batch = args.paper_batch or (128 if DEVICE.type == "cuda" else 32)
     if args.threads:
         torch.set_num_threads(args.threads)
     names = methods.available() if args.methods == "all" else re.findall(r"[^,\[]+(?:\[[^\]]*\])?", args.methods)
@@ -223,12 +268,13 @@ def main() -> None:
     if args.json:
         names = names or ["vanilla_mul", "funlora"]
         model = args.json_model
-        paper = measure_methods(model, names, args.repeats, train_batch=32, new_classes=2, sample_batch=16)
+        paper = measure_methods(model, names, args.repeats, train_batch=paper_batch, new_classes=2, sample_batch=16)
         worst = measure_methods(model, names, args.repeats, train_batch=16, new_classes=8, sample_batch=16)
-        out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu", **paper,
-               "worst_case": worst}
+        out = {"torch": torch.__version__, "threads": torch.get_num_threads(), **paper, "worst_case": worst}
+        if DEVICE.type == "cuda":
+            out["gpu"] = torch.cuda.get_device_name(DEVICE)
         if "funlora" in names:
-            out["funlora_kernel"] = cosine_kernel.resolve("auto", "cpu")[0]
+            out["funlora_kernel"] = cosine_kernel.resolve("auto", DEVICE.type)[0]
             # funlora[kernel=function] etc. against the default (run against run: what a kernel buys)
             out["funlora_over_variant"] = {
                 n: {key: round(r["train_ms"]["funlora"] / r["train_ms"][n], 4)
@@ -244,7 +290,7 @@ def main() -> None:
                 for key, r in (("paper_mix", paper), ("worst_case", worst))}
         print(json.dumps(out, indent=1))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {DEVICE}, {PRECISION}")
     models = [m for m in args.models.split(",") if m]
     if not args.skip_backbone:
         for model in models:
@@ -252,7 +298,7 @@ def main() -> None:
         classifier_section(args.repeats)
     for model in models if names else []:
         big = model == "cifar10"
-        print_methods(measure_methods(model, names, args.repeats, train_batch=32 if big else 64,
+        print_methods(measure_methods(model, names, args.repeats, train_batch=paper_batch if big else 64,
                                       new_classes=2, sample_batch=16 if big else 256))
         print_methods(measure_methods(model, names, args.repeats, train_batch=16 if big else 64,
                                       new_classes=8, sample_batch=16 if big else 256))

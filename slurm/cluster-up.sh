@@ -52,6 +52,16 @@ read -r -a NODE <<<"$(slurmd -C | head -n1)"
 MEM=$(slurmd -C | head -n1 | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
 MEM=$((MEM * 9 / 10))
 NODELINE=$(printf '%s ' "${NODE[@]}" | sed "s/NodeName=[^ ]*/NodeName=$HOST NodeAddr=127.0.0.1/; s/RealMemory=[0-9]*/RealMemory=$MEM/")
+# GPUs declared as a generic resource, each backed by a placeholder file (slurmd drops a GPU
+# without one): enough for slurmctld to schedule --gpus-per-node, so the GPU submission path
+# is tested for real on a machine without GPUs. Jobs then see CUDA_VISIBLE_DEVICES set.
+GPUS=${FUNLORA_SLURM_GPUS:-1}
+mkdir -p "$STATE/dev"
+: >"$CONF/gres.conf"
+for i in $(seq 0 $((GPUS - 1))); do
+  touch "$STATE/dev/nvidia$i"
+  echo "NodeName=$HOST Name=gpu File=$STATE/dev/nvidia$i" >>"$CONF/gres.conf"
+done
 cat >"$CONF/slurmdbd.conf" <<CONF
 AuthType=auth/munge
 DbdHost=localhost
@@ -92,7 +102,9 @@ AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MpiDefault=none
-$NODELINE State=UNKNOWN
+GresTypes=gpu
+AccountingStorageTRES=gres/gpu
+$NODELINE Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
 
@@ -110,6 +122,11 @@ if ! alive "$STATE/run/slurmd.pid"; then
   log "starting slurmd"
   slurmd </dev/null >/dev/null 2>&1
 fi
-wait_for 60 sh -c "sinfo -h -o %t | grep -Eq 'idle|mix|alloc'" || { log "the node did not come up"; sinfo; exit 1; }
-scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
+# a drain left in the saved state by an earlier configuration (e.g. before the GPUs) is lifted
+for _ in $(seq 60); do
+  sinfo -h -o %t | grep -Eq 'idle|mix|alloc' && break
+  sinfo -h -o %t | grep -Eq 'drain|drng|inval' && scontrol update nodename="$HOST" state=resume >/dev/null 2>&1
+  sleep 1
+done
+sinfo -h -o %t | grep -Eq 'idle|mix|alloc' || { log "the node did not come up"; sinfo; scontrol show node "$HOST" | grep -i reason; exit 1; }
 log "cluster up: $(sinfo -h -o '%P %D %t %c CPUs')"

@@ -93,6 +93,18 @@ def test_auto_compiles_where_a_compiler_exists():
     assert name == "compiled", cosine_kernel.compiled_kernel("cpu")
 
 
+def test_auto_takes_the_kernel_measured_fastest_on_each_device(monkeypatch):
+    """CUDA: the function kernel (faster than the compiled one on an H200, see the module), and
+    no probe (nothing compiled); a device type never measured: function too."""
+    def no_probe(device_type):
+        raise AssertionError(f"auto probed torch.compile on {device_type}")
+
+    monkeypatch.setattr(cosine_kernel, "compiled_kernel", no_probe)
+    assert resolve("auto", "cuda") == ("function", CosineModulation.apply)
+    assert resolve("auto", "xpu") == ("function", CosineModulation.apply)
+    assert cosine_kernel.AUTO["cuda"] == "function" and cosine_kernel.AUTO["cpu"] == "compiled"
+
+
 def test_auto_falls_back_with_one_line_and_explicit_compiled_is_an_error(monkeypatch, caplog):
     monkeypatch.setitem(cosine_kernel._compiled, "cpu", "InvalidCxxCompiler: no working C++ compiler found")
     monkeypatch.setattr(cosine_kernel, "_warned", set())

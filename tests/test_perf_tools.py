@@ -38,6 +38,24 @@ def test_perf_json_has_ratios_per_method_and_the_worst_case():
     assert all(v > 0 for v in res["funlora_over_variant"]["funlora[kernel=function]"].values())
 
 
+def test_perf_json_under_bf16_says_its_device_and_precision():
+    res = _script("benchmarks/perf.py", "--json", "--json-model", "small", "--repeats", "1", "--device", "auto",
+                  "--precision", "bf16", "--methods", "funlora")
+    assert res["precision"] == "bf16" and res["device"] in ("cpu", "cuda")
+    assert res["funlora_kernel"] == ("function" if res["device"] == "cuda" else "compiled")
+    assert set(res["train_ratio"]) == {"conditioning_only", "funlora"}
+
+
+def test_perf_on_a_missing_device_is_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    out = subprocess.run([sys.executable, "benchmarks/perf.py", "--device", "cuda", "--json"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == "error: --device cuda: CUDA is not available here"
+
+
 def test_gpu_check_smoke_projects_every_stage():
     res = _script("benchmarks/gpu_check.py", "--smoke", "--device", "cpu", "--repeats", "1", "--json")
     assert res["counts"] == {"task1_steps": 39500, "adapter_steps": 94800, "solves_paper": 280,

@@ -35,9 +35,11 @@ if not _cluster_up():
     pytest.skip("no Slurm cluster (run slurm/cluster-up.sh)", allow_module_level=True)
 
 
-def test_smoke_grid_on_slurm(tmp_path, capsys):
+def test_smoke_grid_on_slurm_gpu_nodes(tmp_path, capsys):
+    """The GPU profile's gpus_per_node reaches every job: its sbatch script asks for the GPU and
+    Slurm allocates it (the test node declares one as a generic resource, no device behind it)."""
     store = tmp_path / "store"
-    assert sweep_main(["grid=smoke", "executor=slurm", "slurm=local", f"store={store}"]) == 0
+    assert sweep_main(["grid=smoke", "executor=slurm", "slurm=local-gpu", f"store={store}"]) == 0
     recs = sorted((store / "records" / "smoke").glob("*.json"))
     assert len(recs) == 4
     for path in recs:
@@ -46,6 +48,12 @@ def test_smoke_grid_on_slurm(tmp_path, capsys):
     assert len(list((store / "artifacts" / "backbones").glob("*.pt"))) == 1
     logs = list((store / "logs" / "smoke").rglob("*_log.err"))
     assert logs, "submitit wrote no Slurm logs"
+    scripts = list((store / "logs" / "smoke").rglob("*_submission.sh"))
+    assert scripts and all("#SBATCH --gpus-per-node=1" in p.read_text() for p in scripts)
+    ids = {p.name.split("_")[0] for p in logs}
+    tres = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,AllocTRES", "-j", ",".join(ids)],
+                          capture_output=True, text=True, timeout=30).stdout.splitlines()
+    assert tres and all("gres/gpu=1" in line for line in tres), tres
 
 
 def test_failing_cell_on_slurm(tmp_path, capsys):

@@ -181,11 +181,10 @@ def test_local_queue_runs_free_cells_beside_the_backbone_and_waits_for_it(monkey
 
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 4)
-    opts = {"executor": "local", "jobs": 2}
-    items = [sweep.Item("backbone", {"name": "bb", "polls": 3}, key="k", threads=sweep.threads_for(opts, 3)),
-             sweep.Item("cells", {"name": "adapter", "polls": 1}, after=frozenset({"k"}),
-                        threads=sweep.threads_for(opts, 3)),
-             sweep.Item("cells", {"name": "bound", "polls": 1}, threads=sweep.threads_for(opts, 3))]
+    threads = sweep.local.threads_for("local", 2, 3)
+    items = [sweep.Item("backbone", {"name": "bb", "polls": 3}, key="k", threads=threads),
+             sweep.Item("cells", {"name": "adapter", "polls": 1}, after=frozenset({"k"}), threads=threads),
+             sweep.Item("cells", {"name": "bound", "polls": 1}, threads=threads)]
     ex = _FakeExecutor()
     out = sweep.dispatch(ex, items, "art", 2, "test", slurm=False)
     assert [r[2] for r in out] == ["bb", "adapter", "bound"]            # results in item order
