@@ -263,7 +263,11 @@ def validate(cfg: dict[str, Any]) -> None:
     from . import strategies
     from .data import check_dataset
 
-    check_dataset(cfg["dataset"])
+    from .data import parse_split
+
+    parse_split(cfg["split"], check_dataset(cfg["dataset"]))   # a grid file's split too, before any job
+    if cfg["seed"] < 0:
+        raise BenchError(f"seed must be a non-negative integer, got {cfg['seed']!r}")
     name = cfg["method"].get("name")
     options = {k: v for k, v in cfg["method"].items() if k != "name"}
     if strategies.is_strategy(name):
@@ -315,6 +319,8 @@ def validate(cfg: dict[str, Any]) -> None:
         raise BenchError(f"tune.criterion must be loss or la, got {tune['criterion']!r}")
     if tune["tasks"] not in ("first", "all"):
         raise BenchError(f"tune.tasks must be first or all, got {tune['tasks']!r}")
+    if tune["name"] and tune["criterion"] == "la" and tune["tasks"] != "first":
+        raise BenchError("tune.criterion=la needs tune.tasks=first (later tasks need every earlier tuned adapter)")
     _positive(cfg, "tune.val_per_class")
     if cfg["class_order"] not in ("natural", "permuted"):
         raise BenchError(f"class_order must be natural or permuted, got {cfg['class_order']!r}")

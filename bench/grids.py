@@ -141,8 +141,9 @@ def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
     if isinstance(seeds, int):
         seeds = list(range(seeds))
     if seeds is not None and (not isinstance(seeds, list) or not seeds
-                              or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise BenchError(f"seeds must be a count (seeds=3: seeds 0, 1, 2) or a list of integers, got {seeds!r}")
+                              or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise BenchError(f"seeds must be a count (seeds=3: seeds 0, 1, 2) or a list of non-negative integers, "
+                         f"got {seeds!r}")
     if isinstance(datasets, str):
         datasets = [datasets]
     solver_axis = grid.get("cpu_solver") if scale != "paper" and "cpu_solver" in grid else axes.get("solver")

@@ -84,6 +84,9 @@ def main(argv: list[str]) -> int:
     fmt = args.pop("format")
     if fmt not in ("json", "table"):
         raise BenchError(f"format must be json or table, got {fmt!r}")
+    for key, least in (("num_classes", 1), ("image_size", 4), ("in_channels", 1)):
+        if key in args and (isinstance(args[key], bool) or args[key] < least):
+            raise BenchError(f"{key} must be an integer >= {least}, got {args[key]!r}")
     method = args.get("method")
     if method is None:
         args.pop("method")

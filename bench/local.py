@@ -94,3 +94,57 @@ def setup_lines(slot: str) -> list[str]:
     import shlex
 
     return [f"export CUDA_VISIBLE_DEVICES={shlex.quote(slot)}"]
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of process ``pid`` (a local job runs its stage in a child process)."""
+    import subprocess
+
+    out, todo = [], [pid]
+    while todo:
+        res = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True)
+        kids = [int(x) for x in res.stdout.split()]
+        out += kids
+        todo += kids
+    return out
+
+
+def stop_processes(processes: list, grace: float = 10.0) -> int:
+    """Stop local job processes (Popen) and their descendants: SIGTERM, then SIGKILL after ``grace``
+    seconds; returns how many jobs were still running."""
+    import signal
+    import time
+
+    procs = [p for p in processes if p is not None and p.poll() is None]
+    pids = [pid for p in procs for pid in [p.pid, *descendants(p.pid)]]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace
+    while time.time() < deadline and any(_alive(pid) for pid in pids):
+        for p in procs:
+            p.poll()  # reap the direct children
+        time.sleep(0.2)
+    for pid in pids:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    for p in procs:
+        p.wait()
+    return len(procs)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return True

@@ -56,6 +56,16 @@ def grid_image(samples: dict[int, torch.Tensor], names: dict[int, str], title: s
     return img
 
 
+def readable_png(path: Path) -> bool:
+    """Whether ``path`` is a whole PNG (decoded to its last pixel: a truncated file is not)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.format == "PNG"
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
 def write_grid(img: Image.Image, path: Path) -> Path:
     """PNG through a temporary name (a killed run never leaves half a picture)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,4 +75,4 @@ def write_grid(img: Image.Image, path: Path) -> Path:
     return path
 
 
-__all__ = ["draw_samples", "grid_image", "write_grid"]
+__all__ = ["draw_samples", "grid_image", "readable_png", "write_grid"]

@@ -335,20 +335,27 @@ class Cell:
         n = int(self.cfg.get("sample_grid", 8))
         if n == 0 or not self.strategy.has_generator:
             return None
-        from .pictures import draw_samples, grid_image, write_grid
+        from .pictures import draw_samples, grid_image, readable_png, write_grid
 
         path = self.paths.evaluations / f"samples_task{t}_n{n}.png"
-        if not path.exists():
-            # A row's noise is fixed per class; when old classes never change, their rows are too.
-            rows = self._grid_rows if self.strategy.old_classes_frozen else {}
-            todo = [c for c in seen if c not in rows]
-            rows.update(draw_samples(self.strategy.sampler(), todo, n, self.data.train_x.shape[1:], self.solver,
-                                     self.cfg["seed"], self.device))
-            samples = {c: rows[c] for c in seen}
-            spec = data_mod.spec(self.dataset.name)
-            names = {c: spec.name_of(c) for c in seen}
-            write_grid(grid_image(samples, names, f"{self.method_name}, after task {t}"), path)
+        with stage_lock(path):   # two runs of the cell draw it once
+            if path.exists() and not readable_png(path):
+                quarantine(path, "not a readable PNG")
+            if not path.exists():
+                # A row's noise is fixed per class; when old classes never change, their rows are too.
+                rows = self._grid_rows if self.strategy.old_classes_frozen else {}
+                todo = [c for c in seen if c not in rows]
+                rows.update(draw_samples(self.strategy.sampler(), todo, n, self.data.train_x.shape[1:], self.solver,
+                                         self.cfg["seed"], self.device))
+                samples = {c: rows[c] for c in seen}
+                spec = data_mod.spec(self.dataset.name)
+                names = {c: spec.name_of(c) for c in seen}
+                write_grid(grid_image(samples, names, f"{self.title()}, after task {t}"), path)
         return str(path.resolve())
+
+    def title(self) -> str:
+        """The cell's method as tables and figures name it: its title and the options the cell set."""
+        return strategies.display_name(self.method_name, self.options)
 
     def record(self, acc, seconds, nfe, trainable, quality=None, per_class=None, grids=None) -> Record:
         la, aia, abar = average_accuracies(acc)

@@ -124,6 +124,18 @@ class Record:
         for t, row in enumerate(rec.accuracy):
             if any(v is None for v in row[:t + 1]):
                 raise BenchError(f"{where}: field 'accuracy' has no value on or below the diagonal in row {t + 1}")
+        for name in ("per_class_accuracy", "sample_grids"):
+            value = getattr(rec, name)
+            if value is not None and len(value) != T:
+                raise BenchError(f"{where}: field '{name}' has {len(value)} entries for {T} tasks")
+        for t, row in enumerate(rec.per_class_accuracy or []):
+            seen = {str(c) for task in rec.tasks[:t + 1] for c in task}
+            bad = next((k for k in row if k not in seen), None)
+            if bad is not None:
+                raise BenchError(f"{where}: field 'per_class_accuracy' task {t + 1}: key {bad!r} is not a class "
+                                 "seen by then (keys are class indices)")
+            if any(not 0 <= v <= 100 for v in row.values()):
+                raise BenchError(f"{where}: field 'per_class_accuracy' task {t + 1}: an accuracy outside 0-100 %")
         return rec
 
     @classmethod

@@ -13,6 +13,7 @@ missing, corrupt or stale ones (kept aside under STORE/records/GRID/stale/).
 """
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from . import grids, local, strategies
-from .config import parse_overrides, typed_merge
+from .config import SCALES, TOP_LEVEL, parse_overrides, typed_merge
 from .data import ensure_available
 from .errors import BenchError, cli, ensure_writable_dir
 from .jobs import StageJob, describe_failure, read_record
@@ -190,57 +191,11 @@ def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Stopped(signum)
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of process ``pid`` (a local job runs its stage in a child process)."""
-    import subprocess
-
-    out, todo = [], [pid]
-    while todo:
-        res = subprocess.run(["pgrep", "-P", str(todo.pop())], capture_output=True, text=True)
-        kids = [int(x) for x in res.stdout.split()]
-        out += kids
-        todo += kids
-    return out
-
-
 def stop_jobs(grace: float = 10.0) -> int:
     """Stop every live local job and its processes: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    import signal
-
-    procs = [p for p in (getattr(job, "_process", None) for job in LIVE_JOBS) if p is not None and p.poll() is None]
-    pids = [pid for p in procs for pid in [p.pid, *descendants(p.pid)]]
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.time() + grace
-    while time.time() < deadline and any(_alive(pid) for pid in pids):
-        for p in procs:
-            p.poll()  # reap the direct children
-        time.sleep(0.2)
-    for pid in pids:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    for p in procs:
-        p.wait()
+    n = local.stop_processes([getattr(job, "_process", None) for job in LIVE_JOBS], grace)
     LIVE_JOBS.clear()
-    return len(procs)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead for our purpose
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
+    return n
 
 
 @dataclass
@@ -267,47 +222,61 @@ def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, 
     own = {item.key for item in items if item.key is not None}
     settled = {key for item in items for key in item.after} - own   # done in an earlier phase
     bar = tqdm(total=len(items), desc=desc, dynamic_ncols=True)
-    if slurm:
-        with executor.batch():
-            for i, item in queue:
-                pending.append((i, executor.submit(StageJob(), item.kind, item.payload, artifacts)))
-        queue = []
-    while queue or pending:
-        while len(pending) < max(1, jobs):
-            ready = next((q for q in queue if q[1].after <= settled), None)
-            if ready is None and not pending:   # cannot happen: every key waited on is settled above
-                raise RuntimeError("sweep queue stalled: cells wait on a backbone that is not queued")
-            if ready is None:
-                break
-            queue.remove(ready)
-            i, item = ready
-            if item.threads:
-                os.environ["FUNLORA_THREADS"] = str(item.threads)
-            if gpus:
-                on_gpu[i] = local.least_loaded(gpus, [on_gpu[k] for k, _ in pending if k in on_gpu])
-                executor.update_parameters(local_setup=local.setup_lines(on_gpu[i]))
-            job = executor.submit(StageJob(), item.kind, item.payload, artifacts)
-            pending.append((i, job))
-            LIVE_JOBS.append(job)
-        still = []
-        for i, job in pending:
-            if job.done():
-                try:
-                    results.append((i, job, job.result(), None))
-                except Exception as exc:  # noqa: BLE001 - a failed cell is reported, not raised
-                    results.append((i, job, None, exc))
-                if items[i].key is not None:   # failed or not, its cells may go (they train it themselves)
-                    settled.add(items[i].key)
-                if job in LIVE_JOBS:
-                    LIVE_JOBS.remove(job)
-                bar.update(1)
-            else:
-                still.append((i, job))
-        pending = still
-        if pending:
-            time.sleep(0.5)
-    bar.close()
+    try:   # closed on SIGINT / SIGTERM too, so that what follows starts on a line of its own
+        if slurm:
+            with executor.batch():
+                for i, item in queue:
+                    pending.append((i, executor.submit(StageJob(), item.kind, item.payload, artifacts)))
+            queue = []
+        while queue or pending:
+            while len(pending) < max(1, jobs):
+                ready = next((q for q in queue if q[1].after <= settled), None)
+                if ready is None and not pending:   # cannot happen: every key waited on is settled above
+                    raise RuntimeError("sweep queue stalled: cells wait on a backbone that is not queued")
+                if ready is None:
+                    break
+                queue.remove(ready)
+                i, item = ready
+                if item.threads:
+                    os.environ["FUNLORA_THREADS"] = str(item.threads)
+                if gpus:
+                    on_gpu[i] = local.least_loaded(gpus, [on_gpu[k] for k, _ in pending if k in on_gpu])
+                    executor.update_parameters(local_setup=local.setup_lines(on_gpu[i]))
+                job = executor.submit(StageJob(), item.kind, item.payload, artifacts)
+                pending.append((i, job))
+                LIVE_JOBS.append(job)
+            still = []
+            for i, job in pending:
+                if job.done():
+                    try:
+                        results.append((i, job, job.result(), None))
+                    except Exception as exc:  # noqa: BLE001 - a failed cell is reported, not raised
+                        results.append((i, job, None, exc))
+                    if items[i].key is not None:   # failed or not, its cells may go (they train it themselves)
+                        settled.add(items[i].key)
+                    if job in LIVE_JOBS:
+                        LIVE_JOBS.remove(job)
+                    for line in job_warnings(job):   # a damaged file quarantined by the job, said here too
+                        tqdm.write(line, file=sys.stderr)
+                    bar.update(1)
+                else:
+                    still.append((i, job))
+            pending = still
+            if pending:
+                time.sleep(0.5)
+    finally:
+        bar.close()
     return sorted(results, key=lambda r: r[0])
+
+
+def job_warnings(job) -> list[str]:
+    """The ``warning:`` lines of a finished job's log that name a damaged file (bench.files.quarantine)."""
+    try:
+        text = Path(job.paths.stderr).read_text(errors="replace")
+    except (OSError, AttributeError):
+        return []
+    return [f"job {job.job_id}: {ln.strip()}" for ln in text.splitlines()
+            if ln.startswith("warning:") and "is damaged" in ln]
 
 
 def keep_aside(path: Path, why: str) -> None:
@@ -345,6 +314,13 @@ def _main(argv: list[str]) -> int:
         return 0
     args = parse_overrides(argv)
     sweep = typed_merge(SweepOptions, {k: args.pop(k) for k in list(args) if k in SWEEP_KEYS})
+    cell_keys = set(TOP_LEVEL) | set(SCALES["cpu"]) | {"tune"}
+    for key in args:   # a sweep key mistyped (job=2) is named as one, not only as an unknown cell key
+        if key not in cell_keys:
+            close = difflib.get_close_matches(key, [*SWEEP_KEYS, *sorted(cell_keys)], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise BenchError(f"unknown key {key!r}{hint}; sweep keys: {', '.join(SWEEP_KEYS)}; "
+                             "cell keys as in python -m bench.run --help")
     if not sweep["grid"]:
         raise BenchError("give a grid: python -m bench.sweep grid=NAME; grids: " + ", ".join(grids.available()))
     if sweep["executor"] not in EXECUTORS:

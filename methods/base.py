@@ -183,6 +183,11 @@ class Adapter(nn.Module):
     def __init__(self, **options: Any):
         super().__init__()
         self.config = build_options(self.Options, self.name or type(self).__name__, options)
+        option = self.size_option
+        if options.get("budget") is not None and option is not None and option in options:
+            raise MethodError(f"method {self.name or type(self).__name__!r}: method.budget chooses "
+                              f"method.{option} itself; give method.{option}={options[option]!r} or "
+                              f"method.budget={options['budget']!r}, not both")
         self.options: dict[str, Any] = asdict(self.config)
         self.backbone: nn.Module | None = None
         self.layer_info: dict[str, dict[str, Any]] = {}

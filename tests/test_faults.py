@@ -1,6 +1,7 @@
 """Damaged files, with real files: named in one line, moved aside (never deleted), recomputed."""
 import json
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -36,6 +37,11 @@ def test_truncated_checkpoint_and_evaluation_are_recomputed(tmp_path, capsys):
 
 
 def test_malformed_records_are_recomputed_by_the_sweep_and_skipped_by_the_report(tmp_path, capsys):
+    """Three records damaged three ways and a sample grid cut mid-write: the report (HTML and
+    figures included) leaves them out with a warning each; the sweep recomputes the three cells,
+    draws the cut picture again, and says on its own terminal what its local job quarantined."""
+    from bench.pictures import readable_png
+
     store = tmp_path / "store"
     assert sweep_main(["grid=smoke", f"store={store}", "executor=debug"]) == 0
     recs = sorted((store / "records" / "smoke").glob("*.json"))
@@ -43,15 +49,27 @@ def test_malformed_records_are_recomputed_by_the_sweep_and_skipped_by_the_report
     bad = json.loads(recs[1].read_text())
     bad["la"] = "high"
     recs[1].write_text(json.dumps(bad))
+    bad = json.loads(recs[2].read_text())
+    bad["per_class_accuracy"][-1]["abc"] = 50.0          # once killed the report's heat map, and all its HTML
+    recs[2].write_text(json.dumps(bad))
+    cut = [Path(bad["sample_grids"][-1]), Path(Record.load(recs[3]).sample_grids[-1])]
+    for png in cut:
+        png.write_bytes(png.read_bytes()[:100])
     capsys.readouterr()
-    assert report_main([f"store={store}", "figures=false"]) == 0
+    assert report_main([f"store={store}"]) == 0
     err = capsys.readouterr().err
     assert "the record must be a mapping" in err and "field 'la' must be a number" in err
-    assert sweep_main(["grid=smoke", f"store={store}", "executor=debug"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("is corrupt") == 2
+    assert "key 'abc' is not a class seen by then" in err and f"{cut[1]} is not a readable PNG" in err
+    assert (store / "report" / "index.html").exists() and (store / "report" / "smoke.html").exists()
+    backbone = next((store / "artifacts" / "backbones").glob("*.pt"))
+    backbone.write_bytes(backbone.read_bytes()[:1000])   # the recomputing job finds it damaged
+    assert sweep_main(["grid=smoke", f"store={store}", "executor=local", "jobs=1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.count("is corrupt") == 3
+    assert f"warning: {backbone} is damaged" in captured.err                # said by the job, relayed here
     assert all(Record.load(p).la >= 0 for p in recs)
-    assert len(list((store / "records" / "smoke" / "stale").glob("*.json"))) == 2
+    assert len(list((store / "records" / "smoke" / "stale").glob("*.json"))) == 3
+    assert readable_png(cut[0]) and list(cut[0].parent.glob(cut[0].name + ".damaged-*"))   # drawn again
 
 
 def test_bad_locations_and_grid_files_are_one_line_before_work(tmp_path, capsys):
@@ -77,7 +95,7 @@ def test_bad_locations_and_grid_files_are_one_line_before_work(tmp_path, capsys)
 
 def _children_alive(pid: int) -> list[int]:
     """Every descendant of ``pid``: the local jobs and the stage processes they start."""
-    from bench.sweep import descendants
+    from bench.local import descendants
 
     return descendants(pid)
 
@@ -104,8 +122,9 @@ def test_sigterm_stops_the_sweep_and_its_local_jobs(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
     assert "SIGTERM: stopped the sweep" in err and "run the same command again to resume" in err
+    assert any(line.startswith("SIGTERM: stopped the sweep") for line in err.splitlines())  # not after the bar
     time.sleep(1.0)
-    from bench.sweep import _alive
+    from bench.local import _alive
 
     for pid in children:  # no orphan keeps writing into the store
         assert not _alive(pid), f"local job process {pid} outlived the sweep"

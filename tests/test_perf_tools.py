@@ -93,3 +93,36 @@ def test_synthetic_records_never_reach_a_table(tmp_path):
     loaded = load(tmp_path)
     assert list(loaded.frame["dataset"]) == ["cifar10"]
     assert any("random tensors for timing runs" in p for p in loaded.problems)
+
+
+def test_gpu_node_check_runs_every_check_on_the_cpu(tmp_path):
+    """scripts/gpu-check.sh's driver, with tiny cells on the CPU (Table V at scale=cpu left out: 20
+    minutes here): a cell killed in its backbone and in an adapter stage resumes to the same record,
+    two deterministic runs agree, and check.json / check.md say so, one pass per check."""
+    out = tmp_path / "gpu"
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_node.py", "--device", "cpu", "--smoke", "--skip", "table5",
+                           "--out", str(out), "--scratch", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    res = json.loads((out / "check.json").read_text())
+    assert res["pass"] and set(res["checks"]) == {"smoke_sweep", "resume", "determinism", "perf", "gpu_check"}
+    kills = res["checks"]["resume"]["kills"]
+    assert kills["backbone"]["killed"] and 0 < kills["backbone"]["at_step"] < 60
+    assert kills["adapter_task2"]["killed"] and 0 < kills["adapter_task2"]["at_step"] < 24
+    assert res["checks"]["resume"]["differences"] == [] and res["checks"]["determinism"]["differences"] == []
+    assert res["checks"]["smoke_sweep"]["devices"] == ["cpu"] and res["checks"]["smoke_sweep"]["clean_exit"]
+    assert set(res["targets"]) == {"funlora_step_fp32", "funlora_step_bf16"}
+    md = (out / "check.md").read_text()
+    assert md.startswith("# GPU node check: PASS") and "| resume | pass |" in md
+
+
+def test_gpu_check_script_without_cuda_is_one_line():
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    out = subprocess.run(["bash", "scripts/gpu-check.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: no CUDA device here"), out.stderr
+    missing = subprocess.run(["bash", "scripts/gpu-check.sh", "--bundle", "/nonexistent"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "has no wheels/" in missing.stderr

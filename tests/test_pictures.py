@@ -139,3 +139,27 @@ def test_latex_tables_compile_with_pdflatex(tmp_path):
                          cwd=report, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout[-3000:]
     assert (report / "table5_tables.pdf").stat().st_size > 10_000
+
+
+def test_report_pages_say_what_their_records_are_and_name_methods_by_title(tmp_path):
+    """The page of the main job said 'Table V ... on CIFAR10 2-2, CIFAR100 20-20, ImageNet100' above
+    whatever records it had; now it says what they are, read from them. Sample-grid rows carry the
+    method's title, as the tables do, not the cell's file label."""
+    report = _store(tmp_path)
+    page = (report / "table5.html").read_text()
+    assert "These records: cifar10 2-2, cifar100 20-20 at scale=paper, seeds 0, 1, 3 methods (5 records)" in page
+    assert "These records: cifar10 2-2, cifar100 20-20 at scale=paper" in (report / "table5.md").read_text()
+    assert "<td>FunLoRA, cifar10 2-2, seed 0</td>" in page and "<td>FunLoRA, cifar10 2-2, seed 1</td>" in page
+    assert "_s0</td>" not in page
+
+
+def test_a_truncated_sample_grid_is_left_out_of_the_report_with_a_warning(tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    Image.fromarray(np.zeros((40, 120), dtype=np.uint8)).save(grid)
+    grid.write_bytes(grid.read_bytes()[:60])     # cut mid-write
+    make_record(tmp_path, "table5", "cifar10", "2-2", "funlora", 0, 80.0, 85.0, 10028, sample_grids=[str(grid)] * 2)
+    assert report_main([f"store={tmp_path}", "grid=table5", "figures=false"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {grid} is not a readable PNG" in err
+    page = (tmp_path / "report" / "table5.html").read_text()
+    assert '<img src="samples/' not in page and not list((tmp_path / "report").rglob("samples/*.png"))

@@ -63,9 +63,9 @@ def test_table5_golden_rows(tmp_path):
     md = (tmp_path / "report" / "table5.md").read_text()
     lines = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]] for ln in md.splitlines()
              if ln.startswith("| ") and not ln.startswith("| Method")}
-    assert lines["Classifier Multitask"][:3] == ["**95.00**", "**96.00**", "0.000K"]
-    assert lines["FunLoRA"][:6] == ["82.00 ± 4.97", "87.00 ± 4.97", "10.028K", "60.00", "**70.00**", "10.028K"]
-    assert lines["Scale and shift (Conv2d)"][3:6] == ["**61.00**", "65.00", "11.776K"]
+    assert lines["Classifier Multitask"][:3] == ["**95.00**", "**96.00**", "0"]
+    assert lines["FunLoRA"][:6] == ["82.00 ± 4.97", "87.00 ± 4.97", "10,028", "60.00", "**70.00**", "10,028"]
+    assert lines["Scale and shift (Conv2d)"][3:6] == ["**61.00**", "65.00", "11,776"]
     assert lines["LoRA attention layers"] == ["-"] * 9
     assert "cell(s) without a record are shown as a dash" in md
 

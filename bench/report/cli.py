@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
         md = "\n".join(render.markdown(t) for t in built)
         print(f"## {name} ({len(df)} records)\n\n{md}")
         if "md" in formats:
-            write_text_atomic(out / f"{name}.md", f"## {name}\n\n{md}")
+            write_text_atomic(out / f"{name}.md", f"## {name}\n\nThese records: {records_summary(df)}.\n\n{md}")
         if "latex" in formats:
             write_text_atomic(out / f"{name}.tex", "\n".join(render.latex(t) for t in built))
             write_text_atomic(out / f"{name}_tables.tex", render.latex_document([name], f"funlora-bench: {name}"))
@@ -152,12 +152,30 @@ def html_page(name: str, df, built: list, pngs: list[Path]) -> "html.Page":
     """The HTML page of one grid: its tables, figures, sample grids and cell configs."""
     import json
 
+    from .tables import display_name
+
     spec = grids.load(name) if name in grids.available() else {}
     ordered = df.sort_values(["dataset", "split", "method", "seed"])
-    samples = [(label, json.loads(g)) for label, g in zip(ordered["label"], ordered["sample_grids"])
+    several_solvers = ordered[["solver", "steps"]].drop_duplicates().shape[0] > 1
+    names = [f"{display_name(m, o)}, {d} {s}, seed {seed}" + (f", {sv}" + (f" {st}" if st == st and st else "")
+                                                             if several_solvers else "")
+             for m, o, d, s, seed, sv, st in zip(ordered["method"], ordered["options"], ordered["dataset"],
+                                                 ordered["split"], ordered["seed"], ordered["solver"],
+                                                 ordered["steps"])]
+    samples = [(n, json.loads(g)) for n, g in zip(names, ordered["sample_grids"])
                if isinstance(g, str)] if "sample_grids" in df else []
     configs = [(label, json.loads(c)) for label, c in zip(ordered["label"], ordered["config_json"])]
-    return html.Page(name, spec.get("description", name), len(df), built, pngs, samples, configs)
+    about = f"These records: {records_summary(df)}. The grid: {spec.get('description', name)}"
+    return html.Page(name, about, len(df), built, pngs, samples, configs)
+
+
+def records_summary(df) -> str:
+    """What the records of a grid are, read from them: datasets and splits, scales, seeds, cells."""
+    data = ", ".join(f"{d} {s}" for d, s in sorted(df[["dataset", "split"]].drop_duplicates().itertuples(index=False)))
+    scales = ", ".join(f"scale={s}" for s in sorted(df["scale"].unique()))
+    seeds = sorted(int(s) for s in df["seed"].unique())
+    shown = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    return f"{data} at {scales}, {shown}, {df['method'].nunique()} methods ({len(df)} records)"
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -40,9 +41,16 @@ def _analysis(df: pd.DataFrame, kind: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _names(df: pd.DataFrame) -> list[str]:
+    """Each row's method as the tables name it (title and the options its cell set)."""
+    from .tables import display_name
+
+    return [display_name(m, o) for m, o in zip(df["method"], df["options"])]
+
+
 def accuracy_per_task(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
     rows = [{"method": m, "dataset": f"{d} {s}", "task": t + 1, "accuracy": a}
-            for m, d, s, abar in zip(df["method"], df["dataset"], df["split"], df["avg_accuracy"]) if abar
+            for m, d, s, abar in zip(_names(df), df["dataset"], df["split"], df["avg_accuracy"]) if abar
             for t, a in enumerate(abar)]
     if not rows:
         return []
@@ -101,7 +109,7 @@ def tuning_curves(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
     if "tuning" not in df:
         return []
     rows = []
-    for method, t in zip(df["method"], df["tuning"]):
+    for method, t in zip(_names(df), df["tuning"]):
         if isinstance(t, str):
             entry = json.loads(t)
             rows += [{"method": method, "lr": lr, "score": s, "criterion": entry["criterion"]}
@@ -119,14 +127,13 @@ def tuning_curves(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
 def per_class_heatmap(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
     """Accuracy of the final classifier per class (columns) and method (rows), mean over seeds."""
     from ..data import DATASETS
-    from .tables import name_of
 
     if "per_class" not in df or df["per_class"].isna().all():
         return []
     paths = []
     for (ds, sp), part in df.dropna(subset=["per_class"]).groupby(["dataset", "split"], sort=False):
-        rows = [{"method": name_of(m), "class": int(c), "accuracy": a}
-                for m, pc in zip(part["method"], part["per_class"]) for c, a in json.loads(pc).items()]
+        rows = [{"method": m, "class": int(c), "accuracy": a}
+                for m, pc in zip(_names(part), part["per_class"]) for c, a in json.loads(pc).items()]
         if not rows:
             continue
         table = pd.DataFrame(rows).pivot_table(index="method", columns="class", values="accuracy", aggfunc="mean",
@@ -142,16 +149,24 @@ def per_class_heatmap(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
 
 
 def all_figures(grid: str, df: pd.DataFrame, out: Path) -> list[Path]:
-    paths = accuracy_per_task(df, out, grid) + tuning_curves(df, out, grid) + per_class_heatmap(df, out, grid)
-    if grid == "table7":
-        paths += accuracy_vs_nfe(df, out, grid)
+    """Every figure of ``grid``; one that cannot be drawn is a warning line, never the end of the report."""
     from .. import grids
 
     spec = grids.load(grid) if grid in grids.available() else {}
+    makers = [accuracy_per_task, tuning_curves, per_class_heatmap]
+    if grid == "table7":
+        makers.append(accuracy_vs_nfe)
     if spec.get("layout") == "pareto":
         from .pareto import figure
 
-        paths += figure(spec, df, out)
-    for fn in (importance, rank, function_parameters):
-        paths += fn(df, out, grid)
+        makers.append(lambda d, o, g: figure(spec, d, o))
+    makers += [importance, rank, function_parameters]
+    paths = []
+    for fn in makers:
+        try:
+            paths += fn(df, out, grid)
+        except Exception as exc:  # noqa: BLE001 - a figure of bad data is left out, the rest goes on
+            plt.close("all")
+            print(f"warning: grid {grid}: figure {getattr(fn, '__name__', 'pareto')} left out "
+                  f"({type(exc).__name__}: {str(exc)[:120]})", file=sys.stderr)
     return paths

@@ -13,6 +13,7 @@ import html
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +76,14 @@ def table_html(table: Table) -> str:
 
 def _copy(src: str | Path, dest_dir: Path, name: str) -> str | None:
     """Copy an image next to the pages (so the folder stands alone); its relative path."""
+    from ..pictures import readable_png
+
     src = Path(src)
     if not src.exists():
+        return None
+    if src.suffix == ".png" and not readable_png(src):
+        print(f"warning: {src} is not a readable PNG (truncated or damaged): left out of the HTML report; "
+              "rerun its cell to draw it again", file=sys.stderr)
         return None
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / name

@@ -21,6 +21,11 @@ def name_of(method: str) -> str:
     return strategies.title(method)
 
 
+def display_name(method: str, options: str | dict | None = None) -> str:
+    """``strategies.display_name`` of a record row (options as the row's JSON text)."""
+    return strategies.display_name(method, _opts(options) if not isinstance(options, dict) else options)
+
+
 @dataclass
 class Stat:
     """A table cell over seeds: mean, std, n and the 95% CI half-width (shown as mean ± half-width)."""
@@ -34,8 +39,8 @@ class Stat:
     mark: str = ""
 
     def text(self) -> str:
-        if self.ppc:
-            return f"{self.mean / 1000:.3f}K"
+        if self.ppc:   # a plain count, as the paper writes it (seeds share a method's PPC)
+            return f"{round(self.mean):,}"
         s = f"{self.mean:.{self.digits}f}"
         return s + (f" ± {self.ci95:.{self.digits}f}" if self.n > 1 and math.isfinite(self.ci95) else "") + self.mark
 

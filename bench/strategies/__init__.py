@@ -54,4 +54,11 @@ def title(name: str) -> str:
         return name
 
 
-__all__ = ["Strategy", "register", "available", "is_strategy", "for_method", "title", "DEFAULT"]
+def display_name(name: str, options: dict | None = None) -> str:
+    """A method's title with the options its cell set (``FunLoRA (ratio=4)``): the one name of a
+    method in tables' figures, sample grids and their rows."""
+    shown = ", ".join(f"{k}={v}" for k, v in sorted((options or {}).items()) if k != "budget_strict")
+    return title(name) + (f" ({shown})" if shown else "")
+
+
+__all__ = ["Strategy", "register", "available", "is_strategy", "for_method", "title", "display_name", "DEFAULT"]

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One command for a GPU node: the suite's CUDA paths checked and timed (benchmarks/gpu_node.py):
+# the smoke grid through bench.sweep with jobs=4, a cell killed twice and resumed, determinism,
+# Table V at scale=cpu (one seed), perf.py for every method in fp32 and bf16, gpu_check.py.
+# Writes results/gpu/check.json and check.md; exits 1 if a check fails, 2 without CUDA.
+#
+#   bash scripts/gpu-check.sh                      # in an environment with the suite's packages
+#   bash scripts/gpu-check.sh --bundle DIR         # no network: install from scripts/offline-bundle.sh's DIR
+# Other arguments go to benchmarks/gpu_node.py (--out, --skip perf,table5, --data-root ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUNDLE=""; ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bundle) BUNDLE=${2:-}; shift 2 ;;
+    --bundle=*) BUNDLE=${1#*=}; shift ;;
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
+if [ -n "$BUNDLE" ]; then
+  [ -d "$BUNDLE/wheels" ] || { echo "error: --bundle $BUNDLE has no wheels/ (make it with scripts/offline-bundle.sh)" >&2; exit 2; }
+  SITE="$BUNDLE/site-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [ ! -f "$SITE/.installed" ]; then   # beside the node's own torch, never replacing it
+    echo "== installing the bundle's wheels into $SITE (no network)"
+    "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$BUNDLE"/wheels/*.whl
+    touch "$SITE/.installed"
+  fi
+  export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  ARGS+=(--data-root "$BUNDLE/data")
+fi
+"$PY" - <<'PYEOF' || exit 2
+import importlib.util
+import sys
+
+need = ("torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "sklearn", "omegaconf", "yaml", "submitit",
+        "torchdiffeq", "torch_fidelity", "lycoris", "seaborn", "tabulate", "tqdm", "safetensors", "filelock")
+missing = [m for m in need if importlib.util.find_spec(m) is None]
+if missing:
+    sys.exit(f"error: missing Python packages: {', '.join(missing)} "
+             "(scripts/offline-bundle.sh OUT [--full] makes them installable without network)")
+import torch
+
+if not torch.cuda.is_available():
+    sys.exit(f"error: no CUDA device here (torch {torch.__version__}: torch.cuda.is_available() is False); "
+             "run this on a GPU node")
+PYEOF
+exec "$PY" benchmarks/gpu_node.py "${ARGS[@]}"
