@@ -19,6 +19,15 @@ from torchvision.models.resnet import BasicBlock
 from tqdm.auto import tqdm
 
 
+class GlobalAvgPool(nn.Module):
+    """The mean over height and width: torchvision's ``AdaptiveAvgPool2d(1)`` to the bit on the CPU,
+    and deterministic on CUDA, where that module's backward has no deterministic kernel
+    (``deterministic=true`` would fail at the first classifier step)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
 def build_resnet18(in_channels: int, num_classes: int, width: int = 64) -> nn.Module:
     """ResNet18 with the CIFAR stem; stages of width, 2 width, 4 width, 8 width channels.
 
@@ -40,6 +49,7 @@ def build_resnet18(in_channels: int, num_classes: int, width: int = 64) -> nn.Mo
                 nn.init.zeros_(m.bias)
     net.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
+    net.avgpool = GlobalAvgPool()
     return net
 
 

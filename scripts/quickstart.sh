@@ -2,8 +2,13 @@
 # Set up, then run the main job on the embedded default: Table V (every method and
 # bound) at scale=cpu on Fashion-MNIST 2-2, local executor, then render its tables.
 # Extra key=value arguments go to bench.sweep (e.g. grid=table3, seeds=[0,1]).
+# Ends by printing the main job's wall time (setup excluded) and how busy the machine was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
+start=$(date +%s)
 .venv/bin/python -m bench.sweep grid=table5 scale=cpu store=results/store "$@"
-exec .venv/bin/python -m bench.report store=results/store
+.venv/bin/python -m bench.report store=results/store
+wall=$(( $(date +%s) - start ))
+echo "main job: $((wall / 60)) min $((wall % 60)) s wall (setup excluded) on $(nproc) cores; load average before it: $load"
