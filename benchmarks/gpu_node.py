@@ -196,9 +196,10 @@ def check_table5(node: Node) -> dict:
 def check_perf(node: Node) -> tuple[dict, dict]:
     out: dict = {"pass": True}
     targets = {}
-    for precision in ("fp32", "bf16"):
+    # bf16 on a CPU without bf16 arithmetic is ten times slower and says nothing: smoke runs fp32 only
+    for precision in ("fp32",) if node.smoke else ("fp32", "bf16"):
         args = ["benchmarks/perf.py", "--json", "--device", node.device, "--precision", precision, "--repeats", "3"]
-        args += ["--json-model", "small", "--methods", "vanilla_mul,funlora"] if node.smoke else ["--methods", "all"]
+        args += ["--json-model", "tiny", "--methods", "vanilla_mul,funlora"] if node.smoke else ["--methods", "all"]
         proc = node.run(args, timeout=1800)
         if proc.returncode != 0:
             out.update({"pass": False, "detail": f"{precision}: {_tail(proc)}"})

@@ -38,9 +38,10 @@ from bench.classifier import build_resnet18  # noqa: E402
 from bench.flow import cfm_loss  # noqa: E402
 from bench.unet import build_unet  # noqa: E402
 
-MODELS = {"small": dict(image_size=16, in_channels=1, attention_resolutions="8", num_classes=20),
+MODELS = {"tiny": dict(image_size=8, in_channels=1, num_classes=20),     # the code paths only (tests)
+          "small": dict(image_size=16, in_channels=1, attention_resolutions="8", num_classes=20),
           "cifar10": dict(num_classes=20)}
-CHANNELS = {"small": 1, "cifar10": 3}
+CHANNELS = {"tiny": 1, "small": 1, "cifar10": 3}
 SOLVE_NFE = 12   # forwards of one sampling solve at scale=cpu (midpoint, 6 steps)
 DEVICE = torch.device("cpu")      # set by --device
 PRECISION = "fp32"                # set by --precision
