@@ -97,21 +97,20 @@ def test_synthetic_records_never_reach_a_table(tmp_path):
 
 def test_gpu_node_check_runs_every_check_on_the_cpu(tmp_path):
     """scripts/gpu-check.sh's driver, with tiny cells on the CPU (Table V at scale=cpu left out: an
-    hour here; the smoke sweep too: the sweep tests cover it): a cell killed in its backbone and in an adapter stage resumes to the same record,
+    hour here; the smoke sweep and perf.py too: their own tests cover them): a cell killed in its backbone and in an adapter stage resumes to the same record,
     two deterministic runs agree, and check.json / check.md say so, one pass per check."""
     out = tmp_path / "gpu"
     proc = subprocess.run([sys.executable, "benchmarks/gpu_node.py", "--device", "cpu", "--smoke", "--skip",
-                           "table5,smoke_sweep",
+                           "table5,smoke_sweep,perf",
                            "--out", str(out), "--scratch", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           timeout=1200)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     res = json.loads((out / "check.json").read_text())
-    assert res["pass"] and set(res["checks"]) == {"resume", "determinism", "perf", "gpu_check"}
+    assert res["pass"] and set(res["checks"]) == {"resume", "determinism", "gpu_check"}
     kills = res["checks"]["resume"]["kills"]
     assert kills["backbone"]["killed"] and 0 < kills["backbone"]["at_step"] < 60
     assert kills["adapter_task2"]["killed"] and 0 < kills["adapter_task2"]["at_step"] < 24
     assert res["checks"]["resume"]["differences"] == [] and res["checks"]["determinism"]["differences"] == []
-    assert set(res["targets"]) == {"funlora_step_fp32"}      # smoke: fp32 only (bf16 on this CPU is emulated)
     md = (out / "check.md").read_text()
     assert md.startswith("# GPU node check: PASS") and "| resume | pass |" in md
 
