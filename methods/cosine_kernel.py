@@ -18,8 +18,8 @@ Measured: on 2 CPU cores ``compiled`` is 3-7x faster than ``function`` for one 2
 layer, and a FunLoRA step 1.08x vanilla_mul's against 1.28x (8 classes in a batch of 16).
 On one H200 (torch 2.11) it is the other way round: a step of the CIFAR10 U-Net at batch
 128 with 2 new classes took 78.9 ms (fp32) / 75.9 ms (bf16) with ``compiled`` and 56.5 /
-61.4 ms with ``function`` (vanilla_mul 53.5 / 54.8): there the step is bound by kernel
-launches and the dynamo call overhead, not by the cosines. ``benchmarks/perf.py --device``
+61.4 ms with ``function`` (vanilla_mul 53.5 / 54.8). Why is not measured (a guess: per-call
+overhead of the compiled code, not the cosines, at the GPU's speed). ``benchmarks/perf.py --device``
 measures both on any machine. ``compiled`` costs one compilation per process (a few seconds;
 Inductor caches it on disk) and is deterministic: the same values with 1 or 2 threads and
 from a cold or warm cache.
