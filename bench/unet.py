@@ -139,9 +139,11 @@ class QKVAttentionLegacy(nn.Module):
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         bs, width, length = qkv.shape
         ch = width // (3 * self.n_heads)
-        q, k, v = qkv.reshape(bs * self.n_heads, ch * 3, length).split(ch, dim=1)
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return a.transpose(1, 2).reshape(bs, -1, length)
+        q, k, v = qkv.reshape(bs, self.n_heads, ch * 3, length).split(ch, dim=2)
+        # (batch, heads, length, ch): the 4-D layout SDPA's fused kernels take (3-D falls back to
+        # the unfused math path, on the CPU and on CUDA alike)
+        a = F.scaled_dot_product_attention(q.transpose(2, 3), k.transpose(2, 3), v.transpose(2, 3))
+        return a.transpose(2, 3).reshape(bs, -1, length)
 
 
 class AttentionBlock(nn.Module):
