@@ -26,12 +26,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.errors import BenchError  # noqa: E402
-from bench.report.stats import holm  # noqa: E402
+from bench.report.stats import holm, paired  # noqa: E402
 
 NOT_ADAPTERS = ("multitask_classifier", "multitask_generator", "conditioning_only")
 FIGURES = ("pairs_p05", "pairs_holm", "f_all", "f_adapters")
@@ -58,11 +57,8 @@ def separation(la: dict[str, dict[int, float]]) -> dict:
                          f"and seeds {seeds}")
     names = sorted(la)
     table = np.array([[la[m][s] for s in seeds] for m in names], dtype=float)
-    pvalues = []
-    for i, j in itertools.combinations(range(len(names)), 2):
-        d = table[i] - table[j]
-        pvalues.append(1.0 if d.std() == 0 and d.mean() == 0 else
-                       0.0 if d.std() == 0 else float(sps.ttest_rel(table[i], table[j]).pvalue))
+    common = {m: {s: la[m][s] for s in seeds} for m in names}
+    pvalues = [paired(common[a], common[b]).p_value for a, b in itertools.combinations(names, 2)]
     adapters = [i for i, m in enumerate(names) if m not in NOT_ADAPTERS]
     return {
         "methods": len(names), "seeds": seeds, "pairs": len(pvalues),
