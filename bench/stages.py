@@ -41,11 +41,15 @@ def backbone_key(cfg: dict) -> str:
 
 
 def generator_key(cfg: dict) -> str:
-    """Key of the generators of tasks > 1: the backbone plus method and its schedule (not the solver)."""
+    """Key of the generators of tasks > 1: the backbone plus method and its schedule (not the solver).
+
+    The adapter schedule only for strategies that train with it: the bounds' stages are kept
+    when it changes (a generator trained with the task-1 schedule, or none)."""
     from . import strategies
 
     strategy = strategies.for_method(cfg["method"]["name"])
-    extra = {"method": cfg["method"], "schedule": cfg["generator"]["adapter"], **strategy.stage_keys(cfg)}
+    schedule = {"schedule": cfg["generator"]["adapter"]} if strategy.uses_adapter_schedule else {}
+    extra = {"method": cfg["method"], **schedule, **strategy.stage_keys(cfg)}
     if strategy.tunable and cfg["tune"]["name"]:
         extra["tune"] = cfg["tune"]  # the adapters are trained with the learning rate the tuning chose
     return key_of({"backbone": backbone_key(cfg), **extra})

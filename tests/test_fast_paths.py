@@ -86,3 +86,20 @@ def test_keys_and_records_from_before_the_width_option_stay_valid():
         assert (with_added_keys(old) == with_added_keys(cfg)) is same
         for key in (evaluation_key, first_task_key, feature_net_key):
             assert (key(old) == key(cfg)) is same
+
+
+def test_the_bounds_keep_their_stages_when_the_adapter_schedule_changes():
+    """The generative and classifier bounds never train with generator.adapter: a sweep over
+    adapter schedules reuses their stages instead of retraining the multitask generator."""
+    from bench import config
+    from bench.stages import evaluation_key, generator_key
+
+    for method, kept in (("multitask_generator", True), ("multitask_classifier", True), ("funlora", False),
+                         ("conditioning_only", False)):
+        cfg = config.resolve({"scale": "cpu", "method": {"name": method}, "dataset": "fashion_mnist"})
+        other = {**cfg, "generator": {**cfg["generator"], "adapter": {**cfg["generator"]["adapter"], "max_steps": 7}}}
+        task1 = {**cfg, "generator": {**cfg["generator"], "task1": {**cfg["generator"]["task1"], "max_steps": 7}}}
+        for key in (generator_key, evaluation_key):
+            assert (key(other) == key(cfg)) is kept, (method, key.__name__)
+            if method != "multitask_classifier":
+                assert key(task1) != key(cfg)   # every generator starts from a task-1 schedule

@@ -12,6 +12,9 @@ Hooks (class attributes and methods; everything has a default):
   synthetic images reused by every later task's classifier;
 - ``sampling_version``: bumped for a strategy when how it draws its synthetic sets changes
   (part of its evaluations' key, so sets drawn the old way are never mixed with new ones);
+- ``uses_adapter_schedule``: whether its generator stages train with ``generator.adapter``
+  (then part of their cache key; the bounds train with the task-1 schedule or not at all, so
+  changing the adapters' schedule keeps their stages);
 - ``stage_keys(cfg)``: config, beyond the backbone, method and adapter schedule, that its
   generator stages depend on (their cache key);
 - ``start()``: work before task 1 (e.g. one generator on every class);
@@ -73,6 +76,7 @@ class Strategy:
     takes_method_options: ClassVar[bool] = False
     tunable: ClassVar[bool] = False       # tune=lr picks its adapter learning rate
     old_classes_frozen: ClassVar[bool] = False   # samples of earlier tasks' classes stay valid
+    uses_adapter_schedule: ClassVar[bool] = True  # generator.adapter is part of its stage keys
     # 2: every stage seeded from (seed, stage, task); adapters sample each task's classes once
     sampling_version: ClassVar[int] = 2
 

@@ -10,6 +10,7 @@ class MultitaskClassifier(Strategy):
     description = "upper bound: ResNet18 on the real data of every seen class"
     needs_backbone = False
     has_generator = False
+    uses_adapter_schedule = False
 
     def train(self, t, classes):
         return GeneratorInfo()

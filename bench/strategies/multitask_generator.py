@@ -16,6 +16,7 @@ class MultitaskGenerator(Strategy):
     description = "one generator trained on all classes at once; classifier on its samples"
     needs_backbone = False
     old_classes_frozen = True
+    uses_adapter_schedule = False   # trained with the task-1 schedule (in the backbone key)
     sampling_version = 3     # 3: samples reused across tasks (2 drew every seen class at every task)
 
     @classmethod
