@@ -21,10 +21,21 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
 if [ -n "$BUNDLE" ]; then
   [ -d "$BUNDLE/wheels" ] || { echo "error: --bundle $BUNDLE has no wheels/ (make it with scripts/offline-bundle.sh)" >&2; exit 2; }
-  SITE="$BUNDLE/site-$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  HERE=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  # Wheels with compiled parts (PyYAML, safetensors) only install on the Python they were made for.
+  MADE_FOR=$(sed -n '1s/.*for CPython \([0-9.]*\).*/\1/p' "$BUNDLE/MANIFEST.txt" 2>/dev/null || true)
+  if [ -n "$MADE_FOR" ] && [ "$MADE_FOR" != "$HERE" ]; then
+    echo "error: --bundle $BUNDLE is for CPython $MADE_FOR and $PY is $HERE" \
+         "(make one for it: bash scripts/offline-bundle.sh OUT --python $HERE, or set PYTHON=python$MADE_FOR)" >&2
+    exit 2
+  fi
+  SITE="$BUNDLE/site-$HERE"
   if [ ! -f "$SITE/.installed" ]; then   # beside the node's own torch, never replacing it
     echo "== installing the bundle's wheels into $SITE (no network)"
-    "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$BUNDLE"/wheels/*.whl
+    if ! LOG=$("$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$BUNDLE"/wheels/*.whl 2>&1); then
+      echo "error: installing --bundle $BUNDLE's wheels failed: $(printf '%s\n' "$LOG" | grep -m1 -i error)" >&2
+      exit 2
+    fi
     touch "$SITE/.installed"
   fi
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"

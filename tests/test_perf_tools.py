@@ -1,6 +1,7 @@
 """benchmarks/perf.py --json, benchmarks/gpu_check.py, precision=bf16 and dataset=synthetic: they run
 and say what they should (speed itself is measured by the scripts, never asserted here)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,24 @@ def test_gpu_check_script_without_cuda_is_one_line():
     missing = subprocess.run(["bash", "scripts/gpu-check.sh", "--bundle", "/nonexistent"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "has no wheels/" in missing.stderr
+
+
+def test_gpu_check_refuses_a_bundle_made_for_another_python(tmp_path):
+    """A bundle's compiled wheels install only on its own Python: one error line and exit 2, not pip's
+    'not a supported wheel' and exit 1 (which means a failed check); nothing is installed."""
+    bundle = tmp_path / "bundle"
+    (bundle / "wheels").mkdir(parents=True)
+    (bundle / "wheels" / "pyyaml-6.0.4-cp39-cp39-manylinux2014_x86_64.whl").write_bytes(b"not a wheel")
+    (bundle / "MANIFEST.txt").write_text("funlora-bench offline bundle for CPython 3.9 (2026-12-01T00:00:00Z)\n")
+    out = subprocess.run(["bash", "scripts/gpu-check.sh", "--bundle", str(bundle)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "is for CPython 3.9" in out.stderr and "--python %d.%d" % sys.version_info[:2] in out.stderr
+    assert not list(bundle.glob("site-*"))
+    # A bundle without the manifest (older, or hand-made) is tried; pip's failure is still one line.
+    (bundle / "MANIFEST.txt").unlink()
+    out = subprocess.run(["bash", "scripts/gpu-check.sh", "--bundle", str(bundle)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    assert out.returncode == 2 and out.stderr.startswith("error: installing --bundle"), out.stderr
+    assert out.stderr.count("\n") == 1 and not (bundle / f"site-{sys.version_info[0]}.{sys.version_info[1]}"
+                                                 / ".installed").exists()
