@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 import methods
 
 from . import data as data_mod
+from . import hardware
 from . import strategies
 from .classifier import accuracy_per_class, accuracy_per_task, predict, train_classifier
 from .errors import BenchError
@@ -375,7 +376,7 @@ class Cell:
             analysis=adapter_analysis(adapter) if adapter is not None else None,
             nfe=[NFE(**n) for n in nfe], quality=quality, tuning=self.tuning,
             seconds=Seconds(**seconds, total=sum(sum(v) for v in seconds.values())),
-            device=str(self.device), torch=torch.__version__,
+            device=str(self.device), hardware=hardware.describe(self.device), torch=torch.__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), config=cfg)
 
 

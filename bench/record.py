@@ -103,6 +103,7 @@ class Record:
     per_class_accuracy: Optional[list[dict[str, float]]] = None  # per task: class -> accuracy (%)
     sample_grids: Optional[list[Optional[str]]] = None           # per task: PNG of n samples per seen class
     implementation: Optional[dict[str, str]] = None              # how the adapter computed (FunLoRA's kernel)
+    hardware: Optional[str] = None                               # the CPU model or GPU it was computed on
 
     # ---- JSON -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

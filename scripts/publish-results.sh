@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Recompute the published store results/cpu (scale=cpu, Fashion-MNIST 2-2): each grid's
+# seeds one at a time, in the results' priority order, then the report.
+#   bash scripts/publish-results.sh                 # table5, table3_budget, zoo; seeds 0-4
+#   bash scripts/publish-results.sh table5 0 1      # one grid, some seeds
+# Resumable: a finished record is never recomputed, so run it again after any stop.
+# Each finished seed prints "published GRID seed S"; commit results/cpu after each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+STORE=results/cpu
+grids=(table5 table3_budget zoo)
+seeds=(0 1 2 3 4)
+if [ $# -ge 1 ]; then grids=("$1"); shift; fi
+if [ $# -ge 1 ]; then seeds=("$@"); fi
+for grid in "${grids[@]}"; do
+  for seed in "${seeds[@]}"; do
+    .venv/bin/python -m bench.sweep grid="$grid" scale=cpu store="$STORE" seeds="[$seed]"
+    echo "published $grid seed $seed ($(date -u +%FT%TZ))"
+  done
+done
+.venv/bin/python -m bench.report store="$STORE" compare=paper
