@@ -18,6 +18,8 @@ from torchvision.models import resnet18
 from torchvision.models.resnet import BasicBlock
 from tqdm.auto import tqdm
 
+from .precision import backward
+
 
 class GlobalAvgPool(nn.Module):
     """The mean over height and width: torchvision's ``AdaptiveAvgPool2d(1)`` to the bit on the CPU,
@@ -97,7 +99,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, classes: list[int], cfg: 
                 xb = xb.contiguous(memory_format=torch.channels_last)
                 loss = F.cross_entropy(net(xb), targets[idx].to(device))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                backward(loss)   # outside autocast (bench/precision.py)
                 opt.step()
                 sched.step()
                 bar.update(1)

@@ -144,6 +144,9 @@ def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
                               or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
         raise BenchError(f"seeds must be a count (seeds=3: seeds 0, 1, 2) or a list of non-negative integers, "
                          f"got {seeds!r}")
+    if seeds is not None and len(set(seeds)) < len(seeds):
+        twice = next(s for s in seeds if seeds.count(s) > 1)
+        raise BenchError(f"seeds lists seed {twice} more than once: {seeds!r}")
     if isinstance(datasets, str):
         datasets = [datasets]
     solver_axis = grid.get("cpu_solver") if scale != "paper" and "cpu_solver" in grid else axes.get("solver")

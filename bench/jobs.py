@@ -20,7 +20,7 @@ import submitit
 from . import trainer
 from .errors import BenchError
 from .protocol import Cell, run_cell
-from .record import Record, with_added_keys
+from .record import Record, missing_grid, with_added_keys
 
 
 def train_backbone(cfg: dict, artifacts: str) -> dict:
@@ -46,7 +46,10 @@ def run_cells(cells: list[dict], artifacts: str) -> list[dict]:
 class StageJob(submitit.helpers.Checkpointable):
     """A stage of a sweep: ``kind`` is ``backbone`` or ``cells``."""
 
-    def __call__(self, kind: str, payload: Any, artifacts: str) -> Any:
+    def __call__(self, kind: str, payload: Any, artifacts: str, gpus: str | None = None) -> Any:
+        from .local import use_gpus
+
+        use_gpus(gpus)   # the GPU(s) a local job was given, before anything touches CUDA
         threads = os.environ.get("FUNLORA_THREADS") or os.environ.get("SLURM_CPUS_PER_TASK")
         if threads:  # never more threads than the job's cores: OpenMP spinning makes that 10x slower
             import torch
@@ -56,6 +59,12 @@ class StageJob(submitit.helpers.Checkpointable):
             return train_backbone(payload, artifacts)
         if kind == "cells":
             return run_cells(payload, artifacts)
+        if kind == "environment":   # what a job sees (the tests and gpu_node.py ask)
+            import torch
+
+            return {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    "FUNLORA_THREADS": os.environ.get("FUNLORA_THREADS"), "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.is_available(), "payload": payload}
         if kind == "fail":  # used by the tests: a cell that fails
             raise RuntimeError(str(payload))
         raise ValueError(f"unknown stage kind {kind!r}")
@@ -95,4 +104,7 @@ def read_record(path: Path, expected_config: dict | None = None) -> tuple[str, R
         return f"corrupt: {str(exc).split(': ', 1)[-1]}", None
     if expected_config is not None and with_added_keys(record.config) != with_added_keys(expected_config):
         return "stale", record
+    lost = missing_grid(record)
+    if lost:
+        return f"missing its sample grid {lost.name} (redrawn from the stored stages)", record
     return "ok", record

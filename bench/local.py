@@ -2,9 +2,14 @@
 how many CPU threads each gets.
 
 submitit's local jobs get ``CUDA_VISIBLE_DEVICES=""`` unless GPUs are requested, so a sweep
-with ``device=cuda`` failed in every job. Here each local job is given its GPU explicitly
-(a ``setup`` line of the job: ``export CUDA_VISIBLE_DEVICES=ID``): jobs are spread over the
-machine's GPUs, the least loaded first, and several small cells share one GPU.
+with ``device=cuda`` failed in every job. Here each local job is given its GPU explicitly, as
+an argument of the job that sets ``CUDA_VISIBLE_DEVICES`` in the job's own process before
+anything touches CUDA (``use_gpus``). Not as a shell ``setup`` line: submitit then starts the
+job through ``sh -c``, and where /bin/sh is bash (RHEL, Rocky, Fedora) bash execs the last
+command in its own place, so submitit's job controller took the sweep's pid for its job id
+and never found its logs. Jobs are spread over the machine's GPUs, the least loaded first,
+and several small cells share one GPU. Cores are those this process may use
+(``hardware.usable_cpus``: affinity mask, Slurm allocation), never the whole machine's.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 import torch
+
+from .hardware import usable_cpus
 
 # Cells at once per GPU under jobs=auto. One paper-scale cell fills an H200; cells of the small
 # scales leave it mostly waiting on launches (six scale=cpu cells at once on one H200 gave 3.6x
@@ -55,7 +62,7 @@ def plan_local(jobs: Any, configs: list[dict], gpus: Optional[list[str]] = None,
     ``auto`` (CPU: one single-threaded job per core; GPU: per GPU one paper-scale cell, or
     ``PER_GPU_SMALL`` smaller ones, never more jobs than cores)."""
     gpus = visible_gpus() if gpus is None else gpus
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cpus()
     devices = {str(c.get("device", "auto")) for c in configs}
     if not on_gpu(devices, gpus):
         n = max(1, cores) if jobs == "auto" else int(jobs)
@@ -81,7 +88,7 @@ def threads_for(executor: str, jobs: int, n_items: int, cores: Optional[int] = N
     (a Slurm job gets its cpus_per_task)."""
     if executor != "local":
         return None
-    return max(1, (cores or os.cpu_count() or 1) // max(1, min(jobs, n_items)))
+    return max(1, (cores or usable_cpus()) // max(1, min(jobs, n_items)))
 
 
 def least_loaded(slots: list[str], running: list[str]) -> str:
@@ -89,11 +96,14 @@ def least_loaded(slots: list[str], running: list[str]) -> str:
     return min(slots, key=lambda s: (running.count(s), slots.index(s)))
 
 
-def setup_lines(slot: str) -> list[str]:
-    """The job's shell setup that makes ``slot`` its visible GPUs (submitit's ``local_setup``)."""
-    import shlex
-
-    return [f"export CUDA_VISIBLE_DEVICES={shlex.quote(slot)}"]
+def use_gpus(slot: Optional[str]) -> None:
+    """Make ``slot`` (a ``CUDA_VISIBLE_DEVICES`` value) this job's visible GPUs; called first
+    thing in the job's process, before CUDA is initialised (after that the value is ignored)."""
+    if slot is None:
+        return
+    if torch.cuda.is_initialized() and os.environ.get("CUDA_VISIBLE_DEVICES") != slot:
+        raise RuntimeError(f"CUDA was initialised before the job could select GPU(s) {slot}")
+    os.environ["CUDA_VISIBLE_DEVICES"] = slot
 
 
 def descendants(pid: int) -> list[int]:

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 import methods
 
 from . import data as data_mod
-from . import hardware
+from . import hardware, precision
 from . import strategies
 from .classifier import accuracy_per_class, accuracy_per_task, predict, train_classifier
 from .errors import BenchError
@@ -34,12 +34,19 @@ from .trainer import Schedule, atomic_save, train_flow
 from .unet import MODEL_CONFIGS, UNetModel, build_unet
 
 
+# compile=true: torch.compile's backend for the U-Net (the tests count graphs with an eager one).
+COMPILE_BACKEND = "inductor"
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA where present, else the CPU; ``cuda[:N]`` only where that GPU exists."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError(f"device={name} was asked for but CUDA is not available here; use device=auto or cpu")
+        import socket
+
+        raise BenchError(f"device={name} was asked for but CUDA is not available on {socket.gethostname()}; "
+                         "use device=auto or cpu")
     device = torch.device(name)
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise BenchError(f"device={name}: this machine has {torch.cuda.device_count()} visible GPU(s) "
@@ -134,7 +141,8 @@ class Cell:
         self.seed_stage("backbone-init")  # the U-Net's initial weights, whatever ran before in the process
         self.unet, self.size = model_for(cfg, self.dataset.name)
         if cfg.get("compile"):
-            self.unet.compile()   # torch.compile of the U-Net's forward (adapter routing adds graph breaks)
+            methods.base.hide_routing_from_compiler()   # else one compile per class set (methods/base.py)
+            self.unet.compile(backend=COMPILE_BACKEND)
         self.data = prepare_data(cfg, self.dataset, self.size)
         self.paths = StagePaths(cfg, artifacts or cfg.get("workdir") or "results/artifacts")
         self.progress = bool(cfg.get("progress", True))
@@ -240,9 +248,8 @@ class Cell:
 
     # ---- the protocol ---------------------------------------------------------------------
     def run(self) -> Record:
-        """Every task; under ``precision=bf16`` every forward runs in bfloat16 autocast."""
-        bf16 = self.cfg.get("precision", "fp32") == "bf16"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        """Every task; under ``precision=bf16`` the forwards run in bfloat16 autocast (bench/precision.py)."""
+        with precision.autocast(self.device, self.cfg.get("precision", "fp32")):   # bench/precision.py
             return self._run()
 
     def _run(self) -> Record:

@@ -7,6 +7,7 @@ naming the file and the field, so a damaged or hand-edited record never reaches 
 from __future__ import annotations
 
 import json
+import math
 import os
 import types
 import typing
@@ -72,6 +73,16 @@ def with_added_keys(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def missing_grid(record: Record) -> Path | None:
+    """A sample grid the record names that is gone while its cell's stage outputs are still there
+    (so a rerun redraws it from them, cheaply); None otherwise. A record published without its
+    artifacts (results/cpu: only records and the report are committed) is complete as it is."""
+    for grid in record.sample_grids or []:
+        if grid and not Path(grid).exists() and Path(grid).parent.is_dir():
+            return Path(grid)
+    return None
+
+
 @dataclass
 class Record:
     """Everything one cell produced (README: "The record")."""
@@ -120,6 +131,11 @@ class Record:
         if rec.schema != SCHEMA:
             raise BenchError(f"{where}: schema {rec.schema} is not this suite's record schema {SCHEMA}")
         T = len(rec.tasks)
+        for name, values in (("la", [rec.la]), ("aia", [rec.aia]), ("avg_accuracy", rec.avg_accuracy),
+                             ("accuracy", [v for row in rec.accuracy for v in row if v is not None])):
+            bad = next((v for v in values if not (math.isfinite(v) and 0 <= v <= 100)), None)
+            if bad is not None:
+                raise BenchError(f"{where}: field {name!r} holds {bad!r}, not an accuracy in 0-100 %")
         if len(rec.accuracy) != T or any(len(row) != T for row in rec.accuracy):
             raise BenchError(f"{where}: field 'accuracy' is not a {T} x {T} matrix")
         for t, row in enumerate(rec.accuracy):
@@ -135,7 +151,7 @@ class Record:
             if bad is not None:
                 raise BenchError(f"{where}: field 'per_class_accuracy' task {t + 1}: key {bad!r} is not a class "
                                  "seen by then (keys are class indices)")
-            if any(not 0 <= v <= 100 for v in row.values()):
+            if any(not (math.isfinite(v) and 0 <= v <= 100) for v in row.values()):
                 raise BenchError(f"{where}: field 'per_class_accuracy' task {t + 1}: an accuracy outside 0-100 %")
         return rec
 

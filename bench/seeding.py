@@ -29,9 +29,20 @@ def seed_all(value: int) -> int:
     return value
 
 
-def set_deterministic(on: bool) -> None:
-    """``deterministic=true``: deterministic kernels on GPUs (slower; an error where none exists)."""
+# The two values cuBLAS documents as deterministic (a workspace of 4096 KiB x 8 or 16 KiB x 8).
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+
+
+def set_deterministic(on: bool, log=print) -> None:
+    """``deterministic=true``: deterministic kernels on GPUs (slower; an error where none exists).
+    A ``CUBLAS_WORKSPACE_CONFIG`` already set to a value that is not deterministic is replaced,
+    and said (kept, the first matmul on a GPU would raise)."""
     if on:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        old = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+        if old not in DETERMINISTIC_CUBLAS:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS[0]
+            if old is not None:
+                log(f"deterministic=true: CUBLAS_WORKSPACE_CONFIG={old!r} is not deterministic; "
+                    f"set to {DETERMINISTIC_CUBLAS[0]!r}")
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(on)

@@ -21,8 +21,9 @@ def key_of(obj: Any) -> str:
 
 
 def _precision(cfg: dict) -> dict:
-    """bf16 autocast changes what is computed (fp32, the default, keeps the keys it always had)."""
-    return {"precision": cfg["precision"]} if cfg.get("precision", "fp32") != "fp32" else {}
+    """bf16 autocast changes what is computed (fp32, the default, keeps the keys it always had);
+    revision 2: adapter weights in fp32 and backward outside autocast (bench/precision.py)."""
+    return {"precision": cfg["precision"], "precision_rev": 2} if cfg.get("precision", "fp32") != "fp32" else {}
 
 
 def _classifier(cfg: dict) -> dict:

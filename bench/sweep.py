@@ -133,7 +133,7 @@ class Plan:
         self.cells = grids.expand(grid, overrides)
         self.grid, self.store = grids.load(grid)["name"], store
         self.artifacts = store / "artifacts"
-        self.records = store / "records" / grid
+        self.records = store / "records" / self.grid   # a grid file by any path: records under its name
         self.status: dict[str, str] = {}
         for c in self.cells:
             self.status[c.label], _ = read_record(self.record_path(c), c.config)
@@ -174,6 +174,54 @@ class Plan:
             built = dry_build(c.config)  # every cell's model and method really built (meta device)
             print(f"  [{'done' if st == 'ok' else st:>8s}] {c.label:60s} PPC {built['ppc']:>6d}; {bb}; {gen}")
         print(f"stages to train: {len(self.backbones)} backbone(s), {len(self.groups)} generator group(s)")
+
+
+def pre_work_checks(plan: Plan, sweep: dict, profile: dict) -> list[str]:
+    """What a run refuses before any work, as one line each (a dry run prints them): missing
+    data, a device this machine (or the Slurm profile) cannot give, no Slurm answering, a layer
+    range the backbone does not have."""
+    out: list[str] = []
+
+    def check(fn, *args) -> None:
+        try:
+            fn(*args)
+        except BenchError as exc:
+            out.append(str(exc))
+
+    for name, root in sorted({(c.config["dataset"], c.config["data_root"]) for c in plan.todo}):
+        check(ensure_available, name, root)
+    devices = sorted({str(c.config["device"]) for c in plan.todo})
+    if sweep["executor"] == "slurm":
+        # the GPUs are on the job's node, never on the login node: the profile must ask for them
+        if any(d.startswith("cuda") for d in devices) and not (profile.get("gpus_per_node") or 0) >= 1:
+            out.append(f"device={next(d for d in devices if d.startswith('cuda'))} with executor=slurm needs a "
+                       f"profile that asks for GPUs (gpus_per_node: 1 or more); slurm={sweep['slurm']} asks for none")
+        if plan.todo:
+            check(slurm_answers)
+    else:
+        for device in devices:
+            check(resolve_device, device)   # device=cuda without CUDA: one line here, not a failure per job
+    for c in plan.todo:
+        check(dry_build, c.config)  # on the meta device: targets and layer ranges checked against the backbone
+    return list(dict.fromkeys(out))
+
+
+def slurm_answers() -> None:
+    """A BenchError unless Slurm's tools are here and its controller answers (before any submission)."""
+    import shutil
+    import subprocess
+
+    missing = [tool for tool in ("sbatch", "srun", "sacct") if shutil.which(tool) is None]
+    if missing:
+        raise BenchError(f"executor=slurm: no Slurm here ({missing[0]} is not on PATH); run on the cluster's "
+                         "login node, or use executor=local")
+    try:
+        res = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"executor=slurm: Slurm's controller does not answer (sinfo: {exc})") from None
+    if res.returncode != 0:
+        why = (res.stderr.strip().splitlines() or ["exit status %d" % res.returncode])[-1]
+        raise BenchError(f"executor=slurm: Slurm's controller does not answer (sinfo: {why})")
 
 
 class Stopped(Exception):
@@ -241,8 +289,7 @@ def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, 
                     os.environ["FUNLORA_THREADS"] = str(item.threads)
                 if gpus:
                     on_gpu[i] = local.least_loaded(gpus, [on_gpu[k] for k, _ in pending if k in on_gpu])
-                    executor.update_parameters(local_setup=local.setup_lines(on_gpu[i]))
-                job = executor.submit(StageJob(), item.kind, item.payload, artifacts)
+                job = executor.submit(StageJob(), item.kind, item.payload, artifacts, on_gpu.get(i))
                 pending.append((i, job))
                 LIVE_JOBS.append(job)
             still = []
@@ -328,6 +375,9 @@ def _main(argv: list[str]) -> int:
     if sweep["jobs"] != "auto" and (isinstance(sweep["jobs"], bool) or not isinstance(sweep["jobs"], int)
                                     or sweep["jobs"] < 1):
         raise BenchError(f"jobs must be a positive integer or auto, got {sweep['jobs']!r}")
+    if sweep["slurm"] is not None and sweep["executor"] != "slurm":
+        raise BenchError(f"slurm={sweep['slurm']} is set but executor={sweep['executor']}: add executor=slurm "
+                         "to run on the cluster, or leave slurm= out to run here")
     profile = load_profile(sweep["slurm"]) if sweep["executor"] == "slurm" else {}
     overrides = {**args, "seeds": sweep["seeds"], "datasets": sweep["datasets"]}
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -335,16 +385,14 @@ def _main(argv: list[str]) -> int:
     if store.exists() and not store.is_dir():
         raise BenchError(f"store={store} is a file, not a directory")
     plan = Plan(sweep["grid"], overrides, store)
-    if not sweep["dry_run"]:  # missing data and bad layer ranges are one clear line before anything is submitted
-        for name, root in sorted({(c.config["dataset"], c.config["data_root"]) for c in plan.todo}):
-            ensure_available(name, root)
-        for device in sorted({str(c.config["device"]) for c in plan.todo}):
-            resolve_device(device)   # device=cuda without CUDA: one line here, not a failure per job
-        for c in plan.todo:
-            dry_build(c.config)  # on the meta device: targets and layer ranges checked against the backbone
+    refusals = pre_work_checks(plan, sweep, profile)
     if sweep["dry_run"]:
         plan.print()
+        for line in refusals:   # a dry run promises only what the run will do
+            print(f"a run would refuse: {line}", file=sys.stderr)
         return 0
+    if refusals:
+        raise BenchError(refusals[0])
     ensure_writable_dir(store, "store")
     if not plan.todo:
         print(f"grid {plan.grid}: all {len(plan.cells)} cells done; nothing to run ({plan.records})")

@@ -27,6 +27,7 @@ from .files import load_tensors, quarantine
 from .locks import record_provenance, stage_lock
 from .record import write_json_atomic
 from .flow import cfm_loss
+from .precision import backward
 
 
 @dataclass
@@ -215,7 +216,7 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
         xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
         loss = cfm_loss(model, xb, yb, generator=noise)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss)   # outside autocast (bench/precision.py)
         if schedule.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, schedule.grad_clip)
         opt.step()

@@ -2,6 +2,7 @@
 
     bash scripts/gpu-check.sh [--bundle DIR]        # what users run (installs from an offline bundle)
     python benchmarks/gpu_node.py --device cuda --out results/gpu
+    python benchmarks/gpu_node.py --device cuda --quick     # smoke sweep, resume, determinism, perf (3 methods)
     python benchmarks/gpu_node.py --device cpu --smoke --skip table5,perf,gpu_check   # the code paths (tests)
 
 Checks, each a pass or a fail with its figures:
@@ -10,12 +11,17 @@ Checks, each a pass or a fail with its figures:
                rerun, killed in the middle of its task-2 adapter stage, rerun to the end: the
                same record as an uninterrupted run
   determinism  two fresh runs of that cell with deterministic=true: equal records; the seconds of
-               a run without it beside them (the cost of deterministic kernels)
+               a run without it (the cost of deterministic kernels); the three run one at a time,
+               alone on the machine, so that the cost is not contention
   table5       Table V at scale=cpu, one seed, through ``bench.sweep``: wall time
   perf         ``benchmarks/perf.py --json --methods all`` in fp32 and bf16: FunLoRA's step over
                vanilla_mul's at the paper's mix (target <= 1.05, reported apart from the checks)
   gpu_check    ``benchmarks/gpu_check.py --json``: paper-scale step times and the projection
-Writes OUT/check.json (every figure, a pass per check) and OUT/check.md; exits 1 if a check fails.
+``--quick`` keeps smoke_sweep, resume, determinism (on a shorter cell) and perf for funlora,
+vanilla_mul and conditioning_only: meant to fit 5 minutes on one H200 (an estimate from the
+steps it runs; check.json records each check's wall time, so a run says what it took).
+Writes OUT/check.json (every figure, a pass and a wall time per check) and OUT/check.md; exits
+1 if a check fails.
 """
 from __future__ import annotations
 
@@ -27,7 +33,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,18 +45,26 @@ from bench.stages import StagePaths  # noqa: E402
 from bench.trainer import done_marker  # noqa: E402
 
 CHECKS = ("smoke_sweep", "resume", "determinism", "table5", "perf", "gpu_check")
+QUICK_SKIPS = {"table5", "gpu_check"}
+QUICK_METHODS = "funlora,vanilla_mul,conditioning_only"
 # Fields of a record that say where and when, not what was computed.
 CIRCUMSTANTIAL = {"created", "seconds", "config", "sample_grids", "implementation"}
 KERNEL_TARGET = 1.05   # FunLoRA's training step over vanilla_mul's (the GPU issue)
 
 
-def cell_args(smoke: bool) -> list[str]:
+def cell_args(smoke: bool, quick: bool = False) -> list[str]:
     """The cell of the resume and determinism checks: FunLoRA, stages long enough to be killed
-    in the middle, checkpoints often (fashion_mnist 2-2 at scale=cpu, shortened, on a GPU)."""
+    in the middle, checkpoints often (fashion_mnist 2-2 at scale=cpu, shortened, on a GPU;
+    ``quick``: 3 tasks and half the steps)."""
     if smoke:
         return ["dataset=digits", "split=6-2", "method=funlora", "scale=smoke", "sample_grid=2",
                 "generator.task1.epochs=60", "generator.task1.max_steps=60", "generator.task1.ckpt_every=4",
                 "generator.adapter.epochs=24", "generator.adapter.max_steps=24", "generator.adapter.ckpt_every=4"]
+    if quick:
+        return ["dataset=fashion_mnist", "split=6-2", "method=funlora", "scale=cpu", "sample_grid=4",
+                "generator.task1.max_steps=100", "generator.task1.ckpt_every=10",
+                "generator.adapter.max_steps=30", "generator.adapter.ckpt_every=5",
+                "classifier.epochs=1", "sampling.per_class=50"]
     return ["dataset=fashion_mnist", "split=2-2", "method=funlora", "scale=cpu", "sample_grid=4",
             "generator.task1.max_steps=200", "generator.task1.ckpt_every=20",
             "generator.adapter.max_steps=60", "generator.adapter.ckpt_every=10",
@@ -62,7 +75,7 @@ class Node:
     """Where and how the checks run: device, data, scratch folder, the environment of subprocesses."""
 
     def __init__(self, args: argparse.Namespace):
-        self.device, self.smoke = args.device, args.smoke
+        self.device, self.smoke, self.quick = args.device, args.smoke, args.quick
         self.data = [f"data_root={args.data_root}"] if args.data_root else []
         self.scratch = Path(tempfile.mkdtemp(prefix="gpu-check-", dir=args.scratch))
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -75,7 +88,7 @@ class Node:
 
     def cell(self, name: str, extra: list[str]) -> list[str]:
         """bench.run arguments of the check cell in its own workdir."""
-        return ["-m", "bench.run", *cell_args(self.smoke), *self.data, f"device={self.device}", "progress=false",
+        return ["-m", "bench.run", *cell_args(self.smoke, self.quick), *self.data, f"device={self.device}", "progress=false",
                 f"workdir={self.scratch / name}", f"out={self.scratch / name / 'record.json'}", *extra]
 
 
@@ -130,26 +143,19 @@ def _kill_during(node: Node, name: str, ckpt: Path, timeout: float = 600) -> dic
 
 
 def check_resume_and_determinism(node: Node) -> tuple[dict, dict]:
-    """Reference, a second fresh run (determinism) and a run without deterministic=true (cost)
-    run side by side while the kill-and-resume sequence runs; then the records are compared."""
-    cfg = config.resolve([*cell_args(node.smoke), *node.data, f"device={node.device}"])
+    """Reference, a second fresh run (determinism) and a run without deterministic=true (cost),
+    one at a time and alone (their seconds are compared); then the kill-and-resume sequence;
+    then the records are compared."""
+    cfg = config.resolve([*cell_args(node.smoke, node.quick), *node.data, f"device={node.device}"])
     runs: dict[str, subprocess.CompletedProcess] = {}
-
-    def fresh(name: str, extra: list[str]) -> None:
+    for name, extra in (("reference", ["deterministic=true"]), ("second", ["deterministic=true"]),
+                        ("nondeterministic", ["deterministic=false"])):
         runs[name] = node.run(node.cell(name, extra), timeout=1200)
-
-    threads = [threading.Thread(target=fresh, args=(n, e)) for n, e in
-               (("reference", ["deterministic=true"]), ("second", ["deterministic=true"]),
-                ("nondeterministic", ["deterministic=false"]))]
-    for t in threads:
-        t.start()
     paths = StagePaths(cfg, node.scratch / "killed")
     kills = {"backbone": _kill_during(node, "killed", paths.backbone)}
     if kills["backbone"]["killed"]:
         kills["adapter_task2"] = _kill_during(node, "killed", paths.generator(2))
     final = node.run(node.cell("killed", ["deterministic=true"]), timeout=1200)
-    for t in threads:
-        t.join()
     rec = {n: _record(node, n, p) for n, p in {**runs, "killed": final}.items()}
     resume: dict = {"kills": kills}
     if rec["reference"] and rec["killed"]:
@@ -199,7 +205,8 @@ def check_perf(node: Node) -> tuple[dict, dict]:
     # bf16 on a CPU without bf16 arithmetic is ten times slower and says nothing: smoke runs fp32 only
     for precision in ("fp32",) if node.smoke else ("fp32", "bf16"):
         args = ["benchmarks/perf.py", "--json", "--device", node.device, "--precision", precision, "--repeats", "3"]
-        args += ["--json-model", "tiny", "--methods", "vanilla_mul,funlora"] if node.smoke else ["--methods", "all"]
+        methods = "vanilla_mul,funlora" if node.smoke else QUICK_METHODS if node.quick else "all"
+        args += (["--json-model", "tiny"] if node.smoke else []) + ["--methods", methods]
         proc = node.run(args, timeout=1800)
         if proc.returncode != 0:
             out.update({"pass": False, "detail": f"{precision}: {_tail(proc)}"})
@@ -240,9 +247,10 @@ def markdown(result: dict) -> str:
     lines = [f"# GPU node check: {'PASS' if result['pass'] else 'FAIL'}", "",
              f"{m.get('gpu', m['device'])}, torch {m['torch']}, Python {m['python']}, {m['cores']} cores; "
              f"{result['started']}, {result['seconds']:.0f} s in all.", "",
-             "| check | result | figures |", "| --- | --- | --- |"]
+             "| check | result | wall | figures |", "| --- | --- | --- | --- |"]
     for name, c in checks.items():
-        lines.append(f"| {name} | {'pass' if c.get('pass') else 'FAIL'} | {_figures(name, c)} |")
+        lines.append(f"| {name} | {'pass' if c.get('pass') else 'FAIL'} | {c.get('wall_seconds_check', '?')} s | "
+                     f"{_figures(name, c)} |")
     if result["targets"]:
         lines += ["", "| target | value | goal | met |", "| --- | --- | --- | --- |"]
         for name, t in result["targets"].items():
@@ -295,6 +303,9 @@ def main() -> int:
     ap.add_argument("--scratch", default=None, help="folder for the checks' stores and workdirs (default: tmp)")
     ap.add_argument("--smoke", action="store_true", help="tiny cells and models (the tests, on the CPU)")
     ap.add_argument("--skip", default="", help=f"comma list of checks to leave out: {', '.join(CHECKS)}")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"leave out {', '.join(sorted(QUICK_SKIPS))}, a shorter resume/determinism cell, "
+                         f"perf of {QUICK_METHODS} only (about 5 minutes on one H200, estimated)")
     args = ap.parse_args()
     import torch
 
@@ -302,7 +313,7 @@ def main() -> int:
         print("error: no CUDA device here (torch.cuda.is_available() is False); run this on a GPU node",
               file=sys.stderr)
         return 2
-    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()} | (QUICK_SKIPS if args.quick else set())
     if skip - set(CHECKS):
         print(f"error: --skip: unknown check {sorted(skip - set(CHECKS))[0]!r}; checks: {', '.join(CHECKS)}",
               file=sys.stderr)
@@ -315,14 +326,20 @@ def main() -> int:
         if name in skip or name in checks:
             continue
         print(f"== {name}", flush=True)
+        began = time.perf_counter()
         if name in ("resume", "determinism"):
             if {"resume", "determinism"} <= skip:
                 continue
             checks["resume"], checks["determinism"] = check_resume_and_determinism(node)
+            done = ("resume", "determinism")
         elif name == "perf":
             checks["perf"], targets = check_perf(node)
+            done = ("perf",)
         else:
             checks[name] = globals()[f"check_{name}"](node)
+            done = (name,)
+        for n in done:   # resume and determinism share their runs: the wall time of both
+            checks[n]["wall_seconds_check"] = round(time.perf_counter() - began, 1)
     checks = {k: v for k, v in checks.items() if k not in skip}
     result = {"pass": all(c.get("pass") for c in checks.values()), "started": started,
               "seconds": round(time.perf_counter() - t0, 1), "machine": machine(args.device), "checks": checks,

@@ -20,7 +20,6 @@ forward under bfloat16 autocast, as ``precision=bf16`` does in a cell.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import statistics
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import methods  # noqa: E402
 from methods import cosine_kernel  # noqa: E402
 from bench.classifier import build_resnet18  # noqa: E402
+from bench import precision  # noqa: E402
 from bench.flow import cfm_loss  # noqa: E402
 from bench.unet import build_unet  # noqa: E402
 
@@ -53,10 +53,8 @@ def sync() -> None:
 
 
 def autocast():
-    """bfloat16 autocast under --precision bf16, as a cell's precision=bf16."""
-    if PRECISION == "bf16":
-        return torch.autocast(DEVICE.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bfloat16 autocast under --precision bf16, exactly as a cell's precision=bf16 (bench/precision.py)."""
+    return precision.autocast(DEVICE, PRECISION)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -78,7 +76,7 @@ def train_step_fn(net, params, x, y):
         with autocast():
             loss = cfm_loss(net, x, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        precision.backward(loss)
         opt.step()
 
     return step
@@ -109,7 +107,7 @@ def classifier_section(repeats: int) -> None:
             with autocast():
                 loss = torch.nn.functional.cross_entropy(net(x), y)
             opt.zero_grad()
-            loss.backward()
+            precision.backward(loss)
             opt.step()
 
         print(f"resnet18 train step, batch 128 at {ch}x{size}x{size}: {median_time(step, repeats) * 1000:9.1f} ms")

@@ -156,6 +156,18 @@ class ClassEmbedding(nn.Module):
         return F.embedding(y, table)
 
 
+def hide_routing_from_compiler() -> None:
+    """``compile=true``: adapted layers run eager, outside torch.compile's graphs. Their routing
+    depends on Python values (the batch's class set, group sizes, cached weights' data_ptr), so a
+    traced routing recompiled the U-Net for every class set and, after dynamo's limit of 8, ran
+    the whole U-Net eager; hidden, the frozen layers between them compile once per shape."""
+    for cls in (AdaptedLayer, ClassEmbedding):
+        if not getattr(cls.forward, "_hidden_from_compiler", False):
+            forward = torch.compiler.disable(cls.forward)
+            forward._hidden_from_compiler = True
+            cls.forward = forward
+
+
 class ClassParams(nn.Module):
     """One class's parameters: its embedding row and one ParameterDict per adapted layer."""
 
@@ -375,18 +387,24 @@ class Adapter(nn.Module):
         Only the classes of the current batch are kept."""
         params = self.class_params[str(cls)].layers[key]
         if torch.is_grad_enabled():
-            return self.adapted_weight(key, base.weight, params)
+            return self._adapted_weight_fp(key, base.weight, params)
         stamp = tuple((t._version, t.data_ptr()) for t in (base.weight, *params.values()))
         hit = self._weights.get((key, cls))
         if hit is not None and hit[0] == stamp:
             return hit[1]
-        weight = self.adapted_weight(key, base.weight, params)
+        weight = self._adapted_weight_fp(key, base.weight, params)
         self._weights[(key, cls)] = (stamp, weight)
         return weight
 
     def adapted_weight(self, key: str, weight: torch.Tensor, params: nn.ParameterDict) -> torch.Tensor:
         """W'_y for one class and layer; weight-form methods override this."""
         return weight
+
+    def _adapted_weight_fp(self, key: str, weight: torch.Tensor, params: nn.ParameterDict) -> torch.Tensor:
+        """``adapted_weight`` in the parameters' precision, autocast off (bench/precision.py): under
+        bf16 every method builds W'_y in fp32 and only the layer's op with it runs in bf16."""
+        with torch.autocast(weight.device.type, enabled=False):
+            return self.adapted_weight(key, weight, params)
 
     # ---- save / load one class -----------------------------------------------------
     def config_dict(self) -> dict[str, Any]:

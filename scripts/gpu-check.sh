@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # One command for a GPU node: the suite's CUDA paths checked and timed (benchmarks/gpu_node.py):
 # the smoke grid through bench.sweep with jobs=4, a cell killed twice and resumed, determinism,
-# Table V at scale=cpu (one seed), perf.py for every method in fp32 and bf16, gpu_check.py.
+# Table V at scale=cpu (one seed), perf.py for every method in fp32 and bf16, gpu_check.py;
+# --quick: the smoke sweep, resume, determinism and perf of three methods (about 5 minutes).
 # Writes results/gpu/check.json and check.md; exits 1 if a check fails, 2 without CUDA.
 #
 #   bash scripts/gpu-check.sh                      # in an environment with the suite's packages
 #   bash scripts/gpu-check.sh --bundle DIR         # no network: install from scripts/offline-bundle.sh's DIR
-# Other arguments go to benchmarks/gpu_node.py (--out, --skip perf,table5, --data-root ...).
+#   bash scripts/gpu-check.sh --bundle DIR --quick
+# Other arguments go to benchmarks/gpu_node.py (--quick, --out, --skip perf,table5, --data-root ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUNDLE=""; ARGS=()
+BUNDLE=""; ARGS=(); DEVICE=cuda
 while [ $# -gt 0 ]; do
   case "$1" in
-    --bundle) BUNDLE=${2:-}; shift 2 ;;
+    --device) DEVICE=${2:-}; ARGS+=("$1" "${2:-}"); shift; [ $# -gt 0 ] && shift ;;   # cpu: the code paths (tests)
+    --bundle) [ -n "${2:-}" ] && [ "${2#-}" = "$2" ] || { echo "error: --bundle needs a folder (made by scripts/offline-bundle.sh)" >&2; exit 2; }
+              BUNDLE=$2; shift 2 ;;
     --bundle=*) BUNDLE=${1#*=}; shift ;;
     *) ARGS+=("$1"); shift ;;
   esac
@@ -41,19 +45,21 @@ if [ -n "$BUNDLE" ]; then
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   ARGS+=(--data-root "$BUNDLE/data")
 fi
-"$PY" - <<'PYEOF' || exit 2
+DEVICE=$DEVICE "$PY" - <<'PYEOF' || exit 2
 import importlib.util
+import os
 import sys
 
-need = ("torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "sklearn", "omegaconf", "yaml", "submitit",
-        "torchdiffeq", "torch_fidelity", "lycoris", "seaborn", "tabulate", "tqdm", "safetensors", "filelock")
+# exactly what the checks import (tests/test_torch_only_node.py runs them with nothing else installed)
+need = ("torch", "torchvision", "numpy", "scipy", "sklearn", "PIL", "omegaconf", "yaml", "submitit", "torchdiffeq",
+        "lycoris", "tqdm", "safetensors", "filelock")
 missing = [m for m in need if importlib.util.find_spec(m) is None]
 if missing:
     sys.exit(f"error: missing Python packages: {', '.join(missing)} "
-             "(scripts/offline-bundle.sh OUT [--full] makes them installable without network)")
+             "(scripts/offline-bundle.sh OUT --python X.Y --torch X.Y makes them installable without network)")
 import torch
 
-if not torch.cuda.is_available():
+if os.environ["DEVICE"].startswith("cuda") and not torch.cuda.is_available():
     sys.exit(f"error: no CUDA device here (torch {torch.__version__}: torch.cuda.is_available() is False); "
              "run this on a GPU node")
 PYEOF

@@ -5,6 +5,13 @@
 # Ends by printing the main job's wall time (setup excluded) and how busy the machine was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for arg in "$@"; do   # a grid that does not exist is said before the minutes of setup
+  case "$arg" in
+    grid=*.yaml|grid=*.yml) [ -f "${arg#grid=}" ] || { echo "error: grid file ${arg#grid=} not found" >&2; exit 2; } ;;
+    grid=*) [ -f "bench/grids/${arg#grid=}.yaml" ] || { echo "error: unknown grid '${arg#grid=}'; grids:" \
+              "$(cd bench/grids && ls -- *.yaml | sed 's/\.yaml$//' | paste -sd' ')" >&2; exit 2; } ;;
+  esac
+done
 bash scripts/setup.sh
 load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo "?")
 start=$(date +%s)

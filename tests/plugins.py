@@ -29,11 +29,3 @@ class NotAnAdapter:
     pass
 
 
-class ReportsEnvironment:
-    """Stands in for ``StageJob`` in the tests: a job that answers with what it was given to see."""
-
-    def __call__(self, kind, payload, artifacts):  # noqa: ARG002 - StageJob's signature
-        import os
-
-        return {"name": payload["name"], "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                "FUNLORA_THREADS": os.environ.get("FUNLORA_THREADS")}

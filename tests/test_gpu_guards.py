@@ -112,18 +112,36 @@ def test_a_mid_training_checkpoint_resumes_on_another_device(tmp_path, monkeypat
 
 
 # ---- local jobs see the GPUs ------------------------------------------------------------------
-def test_local_jobs_see_their_gpu_and_are_spread_over_the_gpus(tmp_path, monkeypatch):
-    """Through submitit's real local executor: each job's CUDA_VISIBLE_DEVICES is the GPU it was
-    given (submitit alone gives ''), two jobs at once go to two GPUs, the third to the freed one."""
-    import bench.sweep as sweep
-    from tests.plugins import ReportsEnvironment
+@pytest.fixture(params=["sh", "bash"])
+def shell(request, monkeypatch):
+    """submitit's local jobs as started where /bin/sh is dash (Debian) and where it is bash
+    (RHEL, Rocky, Fedora: bash execs the last command of ``-c`` in its own place)."""
+    if request.param == "bash":
+        import submitit.local.local as sublocal
 
-    monkeypatch.setattr(sweep, "StageJob", ReportsEnvironment)
+        real = sublocal.subprocess.Popen
+
+        def popen(cmd, *args, shell=False, **kwargs):
+            if shell:
+                kwargs["executable"] = "/bin/bash"
+            return real(cmd, *args, shell=shell, **kwargs)
+
+        monkeypatch.setattr(sublocal.subprocess, "Popen", popen)
+    return request.param
+
+
+def test_local_jobs_see_their_gpu_and_are_spread_over_the_gpus(tmp_path, monkeypatch, shell):
+    """Through submitit's real local executor and the real StageJob, whatever /bin/sh is: each
+    job's CUDA_VISIBLE_DEVICES is the GPU it was given (submitit alone gives ''), two jobs at once
+    go to two GPUs, the third to the freed one."""
+    import bench.sweep as sweep
+
     monkeypatch.setattr(sweep, "LIVE_JOBS", [])
     ex = sweep.make_executor("local", tmp_path / "logs", {}, "cells", 5)
-    items = [sweep.Item("cells", {"name": n}) for n in ("a", "b", "c")]
+    items = [sweep.Item("environment", {"name": n}) for n in ("a", "b", "c")]
     out = sweep.dispatch(ex, items, str(tmp_path), 2, "test", slurm=False, gpus=["3", "GPU-uuid-1"])
-    seen = {r[2]["name"]: r[2]["CUDA_VISIBLE_DEVICES"] for r in out}
+    assert all(r[3] is None for r in out), [str(r[3])[-500:] for r in out]
+    seen = {r[2]["payload"]["name"]: r[2]["CUDA_VISIBLE_DEVICES"] for r in out}
     assert seen["a"] == "3" and seen["b"] == "GPU-uuid-1" and seen["c"] in ("3", "GPU-uuid-1")
     assert not sweep.LIVE_JOBS   # finished jobs are let go (none left for the interpreter's exit)
 
@@ -176,3 +194,45 @@ def test_the_classifier_has_no_op_that_deterministic_cuda_refuses():
     assert torch.equal(ref, got)
     g = torch.randn_like(ref)
     assert torch.equal(torch.autograd.grad(ref, x, g)[0], torch.autograd.grad(got, x, g)[0])
+
+
+def test_device_cuda_on_slurm_needs_a_profile_that_asks_for_gpus(tmp_path, capsys):
+    """Refused before anything is submitted (and before Slurm is asked anything)."""
+    from bench.sweep import main as sweep_main
+
+    store = tmp_path / "store"
+    assert sweep_main(["grid=smoke", "executor=slurm", "slurm=local", "device=cuda", f"store={store}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: device=cuda with executor=slurm needs a profile that asks for GPUs"), err
+    assert "\n" not in err and not store.exists()
+
+
+def test_threads_and_local_jobs_come_from_the_cpus_this_process_may_use(monkeypatch):
+    from bench import hardware
+
+    assert hardware.usable_cpus({"SLURM_CPUS_PER_TASK": "3"}) == 3
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0, 5})
+    assert hardware.usable_cpus({}) == 2
+    monkeypatch.setattr(local, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(local.os, "cpu_count", lambda: 64)   # the node's, not this process's
+    assert local.plan_local("auto", [{"device": "cpu", "scale": "cpu"}] * 9, gpus=[]).jobs == 2
+    assert local.threads_for("local", 1, 1) == 2
+
+
+def test_deterministic_replaces_a_cublas_workspace_that_is_not_deterministic(monkeypatch):
+    from bench import seeding
+
+    said = []
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":0:0")
+    try:
+        seeding.set_deterministic(True, log=said.append)
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert said and "':0:0' is not deterministic" in said[0]
+        said.clear()
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        seeding.set_deterministic(True, log=said.append)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8" and not said
+    finally:
+        seeding.set_deterministic(False)

@@ -35,7 +35,7 @@ def test_sweep_device_cuda_without_cuda_is_refused_before_any_job(tmp_path, caps
         pytest.skip("this machine has CUDA")
     store = tmp_path / "store"
     _one_line_before_work(capsys, sweep_main, ["grid=smoke", "device=cuda", f"store={store}"],
-                          "device=cuda was asked for but CUDA is not available here", store)
+                          "device=cuda was asked for but CUDA is not available on", store)
 
 
 def test_tune_la_with_every_task_is_refused_before_the_backbone_trains(tmp_path, capsys):

@@ -88,3 +88,19 @@ def test_preempted_training_resumes_from_its_checkpoint(tmp_path):
     result = job.result()
     assert result["resumed_from"] > 0, result
     assert result["steps"] == 400
+
+
+def test_device_cuda_submits_from_a_login_node_without_gpu_and_the_job_says_why_it_failed(tmp_path, capsys):
+    """The GPU is on the job's node, never on the login node: device=cuda with a GPU profile is
+    submitted from this machine (no CUDA here), and a job that finds no CUDA on its node fails
+    with one clear line in the sweep's summary."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: its jobs would run")
+    code = sweep_main(["grid=smoke", "executor=slurm", "slurm=local-gpu", "device=cuda", "method=vanilla_mul",
+                       f"store={tmp_path / 's'}"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "failed:" in err and "device=cuda was asked for but CUDA is not available on" in err, err
+    assert "Traceback" not in err

@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
     if out.exists() and not out.is_dir():
         raise BenchError(f"out={out} is a file; give a directory for the report")
     loaded = records.load(opt["store"], grid)
-    for line in loaded.problems + loaded.stale:
+    for line in loaded.problems + loaded.stale + loaded.incomplete:
         print(f"warning: {line}", file=sys.stderr)
     if loaded.frame.empty:
         raise BenchError(f"no usable record in {opt['store']}/records" + (f"/{grid}" if grid else ""))

@@ -78,15 +78,14 @@ def _copy(src: str | Path, dest_dir: Path, name: str) -> str | None:
     """Copy an image next to the pages (so the folder stands alone); its relative path."""
     from ..pictures import readable_png
 
-    src = Path(src)
-    if not src.exists():
-        return None
+    src, dest = Path(src), dest_dir / name
+    if not src.exists():   # a published store keeps the copies, not the stage outputs they came from
+        return f"{dest_dir.name}/{name}" if dest.exists() else None
     if src.suffix == ".png" and not readable_png(src):
         print(f"warning: {src} is not a readable PNG (truncated or damaged): left out of the HTML report; "
               "rerun its cell to draw it again", file=sys.stderr)
         return None
     dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / name
     if not dest.exists() or dest.stat().st_mtime < src.stat().st_mtime:
         shutil.copyfile(src, dest)
     return f"{dest_dir.name}/{name}"

@@ -15,7 +15,7 @@ from .. import grids
 from ..data import DATASETS
 from ..errors import BenchError
 from ..metrics import forgetting
-from ..record import Record, with_added_keys
+from ..record import Record, missing_grid, with_added_keys
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Loaded:
     frame: pd.DataFrame
     problems: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)   # in the tables, but a file it names is gone
 
 
 def _expected_configs(grid: str, overrides: dict, seed: int, cache: dict) -> dict[str, dict]:
@@ -103,6 +104,9 @@ def load(store: str | Path, grid: str | None = None) -> Loaded:
             if label in expected and _results_config(expected[label]) != _results_config(rec.config):
                 out.stale.append(f"{path}: its config differs from what grid {g} resolves to now")
                 continue
+        lost = missing_grid(rec)
+        if lost:   # its cell's stages are still in the store: the sweep redraws it
+            out.incomplete.append(f"{path}: its sample grid {lost} is missing: rerun the sweep to redraw it")
         rows.append(flatten(rec, path))
     out.frame = pd.DataFrame(rows)
     return out
