@@ -289,7 +289,8 @@ def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, 
                     os.environ["FUNLORA_THREADS"] = str(item.threads)
                 if gpus:
                     on_gpu[i] = local.least_loaded(gpus, [on_gpu[k] for k, _ in pending if k in on_gpu])
-                job = executor.submit(StageJob(), item.kind, item.payload, artifacts, on_gpu.get(i))
+                gpu = (on_gpu[i],) if i in on_gpu else ()   # the job selects it in its own process
+                job = executor.submit(StageJob(), item.kind, item.payload, artifacts, *gpu)
                 pending.append((i, job))
                 LIVE_JOBS.append(job)
             still = []

@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 BUNDLE=""; ARGS=(); DEVICE=cuda
 while [ $# -gt 0 ]; do
   case "$1" in
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     --device) DEVICE=${2:-}; ARGS+=("$1" "${2:-}"); shift; [ $# -gt 0 ] && shift ;;   # cpu: the code paths (tests)
     --bundle) [ -n "${2:-}" ] && [ "${2#-}" = "$2" ] || { echo "error: --bundle needs a folder (made by scripts/offline-bundle.sh)" >&2; exit 2; }
               BUNDLE=$2; shift 2 ;;

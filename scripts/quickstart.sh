@@ -5,6 +5,7 @@
 # Ends by printing the main job's wall time (setup excluded) and how busy the machine was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in -h|--help) sed -n '2,5p' "$0"; exit 0 ;; esac
 for arg in "$@"; do   # a grid that does not exist is said before the minutes of setup
   case "$arg" in
     grid=*.yaml|grid=*.yml) [ -f "${arg#grid=}" ] || { echo "error: grid file ${arg#grid=} not found" >&2; exit 2; } ;;

@@ -180,7 +180,7 @@ def test_local_queue_runs_free_cells_beside_the_backbone_and_waits_for_it(monkey
     import bench.sweep as sweep
 
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
-    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(sweep.local, "usable_cpus", lambda: 4)
     threads = sweep.local.threads_for("local", 2, 3)
     items = [sweep.Item("backbone", {"name": "bb", "polls": 3}, key="k", threads=threads),
              sweep.Item("cells", {"name": "adapter", "polls": 1}, after=frozenset({"k"}), threads=threads),

@@ -1,0 +1,56 @@
+"""The published store results/cpu: its records load, its report is what bench.report makes
+of them today, and no published grid has a cell a sweep would run again (a change to a grid,
+a preset or a stage key that makes the records stale fails here, naming the grid)."""
+import filecmp
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.record import Record
+
+ROOT = Path(__file__).resolve().parents[1]
+STORE = ROOT / "results" / "cpu"
+RECORDS = sorted((STORE / "records").glob("*/*.json"))
+
+pytestmark = pytest.mark.skipif(not RECORDS, reason="no published records in results/cpu")
+
+
+def published() -> dict[str, list[int]]:
+    """Grid -> the seeds it has records of."""
+    out: dict[str, set[int]] = {}
+    for path in RECORDS:
+        rec = Record.load(path)
+        out.setdefault(path.parent.name, set()).add(rec.cell.seed)
+    return {g: sorted(s) for g, s in out.items()}
+
+
+def test_every_published_record_loads_and_names_its_hardware():
+    for path in RECORDS:
+        rec = Record.load(path)
+        assert rec.grid == path.parent.name and rec.label == path.stem, path
+        assert rec.hardware, f"{path}: no hardware named"
+
+
+def test_the_committed_report_is_what_bench_report_makes_of_the_records(tmp_path):
+    out = tmp_path / "report"
+    res = subprocess.run([sys.executable, "-m", "bench.report", f"store={STORE}", "compare=paper", f"out={out}",
+                          "format=all", "figures=false"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    committed = STORE / "report"
+    names = sorted(p.name for p in committed.iterdir() if p.suffix in (".md", ".json"))
+    assert names, "no committed report"
+    differ = [n for n in names if not (out / n).exists() or not filecmp.cmp(out / n, committed / n, shallow=False)]
+    assert not differ, f"bench.report now writes other numbers than the committed report: {differ}"
+
+
+@pytest.mark.parametrize("grid", sorted(published()))
+def test_a_sweep_of_a_published_grid_finds_nothing_to_run(grid):
+    seeds = ",".join(map(str, published()[grid]))
+    res = subprocess.run([sys.executable, "-m", "bench.sweep", f"grid={grid}", "scale=cpu", f"store={STORE}",
+                          f"seeds=[{seeds}]", "dry_run=true"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    head = res.stdout.splitlines()[0]
+    assert head.endswith(f" 0 to run; store {STORE}"), \
+        f"published grid {grid}: its records are stale or missing under today's code ({head})"
