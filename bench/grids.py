@@ -1,7 +1,8 @@
 """The paper's grids (data files in ``bench/grids/*.yaml``) expanded into cells.
 
 A grid declares ``axes`` (``data`` entries {dataset, split}, ``method`` names or
-{name, option...}, ``layers``, ``solver``, ``seed``) and ``fixed`` settings. Cells are the
+{name, option...}, ``layers``, ``solver``, ``settings`` (mappings of dotted cell keys, e.g.
+{generator.adapter.max_steps: 600}; {} keeps the preset), ``seed``) and ``fixed`` settings. Cells are the
 Cartesian product. ``seeds=3`` (seeds 0, 1, 2), ``seeds=[..]`` and ``datasets=[..]`` narrow or widen the seed and data
 axes; ``scale=cpu`` or ``scale=smoke`` swap the data axis for the grid's ``cpu_data``
 (Fashion-MNIST with the paper's 10-class split) where the paper's data cannot serve.
@@ -22,7 +23,7 @@ from .data import DATASETS
 from .errors import BenchError
 
 GRID_DIR = Path(__file__).parent / "grids"
-AXES = ("data", "layers", "method", "solver", "seed")
+AXES = ("data", "layers", "method", "solver", "settings", "seed")
 
 
 def available() -> list[str]:
@@ -68,6 +69,30 @@ def _method_entry(entry: Any) -> dict[str, Any]:
 def method_label(method: dict[str, Any]) -> str:
     opts = ",".join(f"{k}={v}" for k, v in sorted(method.items()) if k != "name")
     return method["name"] + (f"[{opts}]" if opts else "")
+
+
+def settings_label(settings: dict[str, Any]) -> str:
+    """``_generator.adapter.max_steps=600`` for a settings entry ('' for {}: the preset)."""
+    return "".join(f"_{k}={v}" for k, v in sorted(settings.items()))
+
+
+def _nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}} (a settings entry as cell keys)."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *groups, leaf = key.split(".")
+        node = out
+        for g in groups:
+            node = node.setdefault(g, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def solver_label(solver: dict[str, Any]) -> str:
@@ -167,21 +192,27 @@ def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
         "layers": layers_axis,
         "method": methods_axis,
         "solver": solver_axis or [None],
+        "settings": axes.get("settings", [{}]),
         "seed": seeds if seeds is not None else axes.get("seed", [0]),
     }
+    if not all(isinstance(e, dict) for e in values["settings"]):
+        raise BenchError(f"grid {name}: each entry of the settings axis is a mapping of cell keys "
+                         "({generator.adapter.max_steps: 600}; {} for the preset)")
     cells, labels = [], set()
-    for data, layers, method, solver, seed in itertools.product(*(values[a] for a in AXES)):
+    for data, layers, method, solver, settings, seed in itertools.product(*(values[a] for a in AXES)):
         m = dict(method)
         if layers is not None:
             m["layers"] = layers
-        cfg_in = {**copy.deepcopy(fixed), **data, "seed": seed, "method": m}
+        cfg_in = _merge({**copy.deepcopy(fixed), **data, "seed": seed, "method": m}, _nest(settings))
         if solver is not None:
             cfg_in["solver"] = {**fixed.get("solver", {}), **solver}
         cfg_in.pop("out", None)
         cfg = config_mod.resolve(cfg_in)
-        label = f"{data['dataset']}_{data['split']}_{method_label(m)}_{solver_label(cfg['solver'])}_s{seed}"
+        label = (f"{data['dataset']}_{data['split']}_{method_label(m)}_{solver_label(cfg['solver'])}"
+                 f"{settings_label(settings)}_s{seed}")
         if label in labels:
             continue
         labels.add(label)
-        cells.append(Cell(name, label, cfg, {"data": data, "method": m, "solver": cfg["solver"], "seed": seed}))
+        cells.append(Cell(name, label, cfg, {"data": data, "method": m, "solver": cfg["solver"], "settings": settings,
+                                             "seed": seed}))
     return cells

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Recompute the published store results/cpu (scale=cpu, Fashion-MNIST 2-2): each grid's
 # seeds one at a time, in the results' priority order, then the report.
-#   bash scripts/publish-results.sh                 # table5, then zoo; seeds 0-4
+#   bash scripts/publish-results.sh                 # table5, table3_budget, zoo; seeds 0-4
 #   bash scripts/publish-results.sh table5 0 1      # one grid, some seeds
 # Resumable: a finished record is never recomputed, so run it again after any stop.
 # Each finished seed prints "published GRID seed S"; commit results/cpu after each.
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in -h|--help) sed -n '2,7p' "$0"; exit 0 ;; esac
 bash scripts/setup.sh
 STORE=results/cpu
-grids=(table5 zoo)
+grids=(table5 table3_budget zoo)
 seeds=(0 1 2 3 4)
 if [ $# -ge 1 ]; then grids=("$1"); shift; fi
 if [ $# -ge 1 ]; then seeds=("$@"); fi

@@ -88,10 +88,13 @@ def check(df: pd.DataFrame, claims: list[dict[str, Any]] | None = None) -> list[
     for c in claims if claims is not None else load_claims():
         part = df[df["grid"] == c["grid"]]
         bs = c["b"] if isinstance(c["b"], list) else [c["b"]]
-        for (scale, ds, sp, solver, steps, layers), sub in part.groupby(
-                ["scale", "dataset", "split", "solver", "steps", "layers"], sort=True, dropna=False):
+        budgets = "adapter_steps" in part and part["adapter_steps"].nunique(dropna=False) > 1
+        keys = ["scale", "dataset", "split", "solver", "steps", "layers"] + (["adapter_steps"] if budgets else [])
+        for group, sub in part.groupby(keys, sort=True, dropna=False):
+            scale, ds, sp, solver, steps, layers = group[:6]
             setting = f"{ds} {sp}" + ("" if pd.isna(steps) or solver == "dopri5" else f" {solver}{int(steps)}") + \
-                      ("" if layers in ("auto", None) else f" layers {layers}")
+                      ("" if layers in ("auto", None) else f" layers {layers}") + \
+                      (f" {int(group[6])} adapter steps" if budgets else "")
             ra = _rows(sub, c["a"])
             for b in bs:
                 rb = _rows(sub, b)

@@ -69,6 +69,7 @@ def flatten(rec: Record, path: Path) -> dict:
     for key, value in (rec.quality or {}).items():
         row[f"q_{key}"] = value
     row["layers"] = (cfg.get("method") or {}).get("layers", "auto")
+    row["adapter_steps"] = ((cfg.get("generator") or {}).get("adapter") or {}).get("max_steps")
     lr = (rec.tuning or {}).get("lr")
     row["tuned_lr"] = lr["chosen"] if lr else None
     row["tuning"] = json.dumps(lr) if lr else None

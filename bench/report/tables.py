@@ -148,6 +148,17 @@ def table3(grid, df):
     return [_note(Table("table3", "Table III: operation (LA)", header, body, {i + 1: "max" for i in range(len(cols))}))]
 
 
+def table3_budget(grid, df):
+    """Table III once per adapter budget (the grid's settings axis: adapter steps)."""
+    tables = []
+    for steps in sorted({int(v) for v in df["adapter_steps"].dropna()}):
+        sub = df[df["adapter_steps"] == steps]
+        for t in table3(grid, sub):
+            t.name, t.title = "table3_budget", f"Table III at {steps} adapter steps (LA, adapter lr tuned)"
+            tables.append(t)
+    return tables
+
+
 def table4(grid, df):
     rows = [(str(m.get("ratio", 1)), m) for m in method_rows(grid)]
     return metric_table("table4", "Table IV: reduced parameters (ratio)", grid, df, rows)
@@ -251,8 +262,8 @@ def tuning_table(grid, df):
     return [t]
 
 
-BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
-            "table7": table7, "forgetting": forgetting_table}
+BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table3_budget": table3_budget, "table4": table4,
+            "table5": table5, "table7": table7, "forgetting": forgetting_table}
 
 
 def build(grid_name: str, df: pd.DataFrame) -> list[Table]:

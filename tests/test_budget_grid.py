@@ -1,0 +1,42 @@
+"""Table III at two adapter budgets: the grids' settings axis, its table and its claim verdicts."""
+import json
+
+from bench import grids
+from bench.report.cli import main as report_main
+
+from .test_report import make_record
+
+
+def test_the_settings_axis_sets_cell_keys_and_names_the_cells():
+    cells = grids.expand("table3_budget", {"scale": "cpu", "seeds": [0]})
+    assert len(cells) == 6
+    steps = {c.label: c.config["generator"]["adapter"]["max_steps"] for c in cells}
+    assert steps["fashion_mnist_2-2_vanilla_mul_midpoint6_s0"] == 150          # the preset
+    assert steps["fashion_mnist_2-2_vanilla_mul_midpoint6_generator.adapter.max_steps=600_s0"] == 600
+    assert all(c.config["tune"]["name"] == "lr" for c in cells)
+    other = cells[1].config["generator"]["adapter"]
+    assert other["batch_size"] == cells[0].config["generator"]["adapter"]["batch_size"]   # only the key it sets
+
+
+def _budget_record(store, method, seed, la, steps):
+    path = make_record(store, "table3_budget", "fashion_mnist", "2-2", method, seed, la, la + 5, 2432,
+                       label=f"{method}_{steps}_s{seed}")
+    obj = json.loads(path.read_text())
+    obj["cell"]["scale"] = "cpu"
+    obj["config"]["generator"] = {"adapter": {"max_steps": steps}}
+    path.write_text(json.dumps(obj))
+
+
+def test_the_report_has_a_table_and_a_verdict_per_budget(tmp_path, capsys):
+    for seed in range(3):
+        for steps, add in ((150, 40.0), (600, 30.0)):
+            _budget_record(tmp_path, "vanilla_add", seed, add + seed, steps)
+            _budget_record(tmp_path, "vanilla_mul", seed, 60.0 + seed * 0.5, steps)
+    assert report_main([f"store={tmp_path}", "format=md", "figures=false", "compare=paper"]) == 0
+    md = (tmp_path / "report" / "table3_budget.md").read_text()
+    assert "Table III at 150 adapter steps" in md and "Table III at 600 adapter steps" in md
+    claims = json.loads((tmp_path / "report" / "claims.json").read_text())
+    mine = [c for c in claims if c["claim"] == "mul_beats_add_per_budget"]
+    assert sorted(c["setting"] for c in mine) == ["fashion_mnist 2-2 150 adapter steps",
+                                                 "fashion_mnist 2-2 600 adapter steps"]
+    assert all(c["verdict"] == "holds" for c in mine)
