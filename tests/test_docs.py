@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_every_link_between_pages_resolves():
         for target in LINK.findall(page.read_text()):
             if target.startswith(("http://", "https://", "#", "mailto:")):
                 continue
-            path = (page.parent / target.split("#")[0]).resolve()
+            path = (page.parent / unquote(target.split("#")[0])).resolve()
             if not path.exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, broken
