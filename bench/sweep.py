@@ -3,6 +3,7 @@
     python -m bench.sweep grid=table5 [key=value ...]
     python -m bench.sweep grid=table5 executor=slurm slurm=PROFILE
     python -m bench.sweep grid=table2 dry_run=true
+    python -m bench.sweep grid=table5 estimate=true   # says how long first (local executor)
 
 Stages are shared and never done twice: one job per task-1 backbone key, and one job per
 group of cells that share their generators (cells that differ only in the solver), so
@@ -23,14 +24,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from tqdm.auto import tqdm
 
 from . import grids, local, strategies
 from .config import SCALES, TOP_LEVEL, parse_overrides, typed_merge
 from .data import ensure_available
 from .errors import BenchError, cli, ensure_writable_dir
-from .jobs import StageJob, describe_failure, read_record
+from .jobs import describe_failure, read_record
 from .protocol import dry_build, resolve_device
+# the local queue; Item, dispatch and LIVE_JOBS are also reached as bench.sweep.* (tests, tools)
+from .queue import LIVE_JOBS, Item, TimeLeft, dispatch, job_warnings, queue, say_estimate, stop_jobs  # noqa: F401
 from .stages import StagePaths, backbone_key, generator_key
 from .trainer import done_marker
 
@@ -47,6 +49,7 @@ class SweepOptions:
     seeds: Any = None
     datasets: Any = None
     timeout_min: int = 24 * 60
+    estimate: bool = False     # time a few steps here first and say how long the sweep will take
 
 
 SWEEP_KEYS = {f.name: f.default for f in fields(SweepOptions)}
@@ -203,6 +206,13 @@ def pre_work_checks(plan: Plan, sweep: dict, profile: dict) -> list[str]:
             check(resolve_device, device)   # device=cuda without CUDA: one line here, not a failure per job
     for c in plan.todo:
         check(dry_build, c.config)  # on the meta device: targets and layer ranges checked against the backbone
+    if sweep["estimate"] and sweep["executor"] != "local":
+        out.append(f"estimate=true times local jobs on this machine; it cannot say how long "
+                   f"executor={sweep['executor']} jobs take: set estimate=false")
+    adaptive = sorted({c.config["solver"]["name"] for c in plan.todo} - {"euler", "midpoint", "rk4"})
+    if sweep["estimate"] and adaptive:
+        out.append(f"estimate=true needs fixed-grid solvers (euler, midpoint, rk4): {adaptive[0]}'s number of "
+                   "evaluations is known only once it has sampled; set estimate=false")
     return list(dict.fromkeys(out))
 
 
@@ -232,99 +242,8 @@ class Stopped(Exception):
         self.signum = signum
 
 
-LIVE_JOBS: list = []  # submitted and not finished: stopped with the driver (local executor)
-
-
 def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Stopped(signum)
-
-
-def stop_jobs(grace: float = 10.0) -> int:
-    """Stop every live local job and its processes: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    n = local.stop_processes([getattr(job, "_process", None) for job in LIVE_JOBS], grace)
-    LIVE_JOBS.clear()
-    return n
-
-
-@dataclass
-class Item:
-    """One job of a sweep: a ``backbone`` (its ``key``) or a group of ``cells``, which starts
-    only once the backbones it is ``after`` have finished (locally; on Slurm the cells are
-    submitted after the backbone array)."""
-
-    kind: str
-    payload: Any
-    key: Optional[str] = None
-    after: frozenset = frozenset()
-    threads: Optional[int] = None      # local: torch threads of the job (FUNLORA_THREADS)
-
-
-def dispatch(executor, items: list[Item], artifacts: str, jobs: int, desc: str, slurm: bool,
-             gpus: Optional[list[str]] = None):
-    """Submit ``items`` as StageJobs: locally at most ``jobs`` at once, each as soon as a slot
-    is free and its backbones are done (so cells without a backbone run beside the backbone),
-    each on the least loaded of ``gpus`` (CUDA_VISIBLE_DEVICES values) where there are any;
-    on Slurm all at once, as one array. Returns (index, job, result, exception) in item order."""
-    results, pending, queue = [], [], list(enumerate(items))
-    on_gpu: dict[int, str] = {}   # item index -> the GPU slot its running job sees
-    own = {item.key for item in items if item.key is not None}
-    settled = {key for item in items for key in item.after} - own   # done in an earlier phase
-    bar = tqdm(total=len(items), desc=desc, dynamic_ncols=True)
-    try:   # closed on SIGINT / SIGTERM too, so that what follows starts on a line of its own
-        if slurm:
-            with executor.batch():
-                for i, item in queue:
-                    pending.append((i, executor.submit(StageJob(), item.kind, item.payload, artifacts)))
-            queue = []
-        while queue or pending:
-            while len(pending) < max(1, jobs):
-                ready = next((q for q in queue if q[1].after <= settled), None)
-                if ready is None and not pending:   # cannot happen: every key waited on is settled above
-                    raise RuntimeError("sweep queue stalled: cells wait on a backbone that is not queued")
-                if ready is None:
-                    break
-                queue.remove(ready)
-                i, item = ready
-                if item.threads:
-                    os.environ["FUNLORA_THREADS"] = str(item.threads)
-                if gpus:
-                    on_gpu[i] = local.least_loaded(gpus, [on_gpu[k] for k, _ in pending if k in on_gpu])
-                gpu = (on_gpu[i],) if i in on_gpu else ()   # the job selects it in its own process
-                job = executor.submit(StageJob(), item.kind, item.payload, artifacts, *gpu)
-                pending.append((i, job))
-                LIVE_JOBS.append(job)
-            still = []
-            for i, job in pending:
-                if job.done():
-                    try:
-                        results.append((i, job, job.result(), None))
-                    except Exception as exc:  # noqa: BLE001 - a failed cell is reported, not raised
-                        results.append((i, job, None, exc))
-                    if items[i].key is not None:   # failed or not, its cells may go (they train it themselves)
-                        settled.add(items[i].key)
-                    if job in LIVE_JOBS:
-                        LIVE_JOBS.remove(job)
-                    for line in job_warnings(job):   # a damaged file quarantined by the job, said here too
-                        tqdm.write(line, file=sys.stderr)
-                    bar.update(1)
-                else:
-                    still.append((i, job))
-            pending = still
-            if pending:
-                time.sleep(0.5)
-    finally:
-        bar.close()
-    return sorted(results, key=lambda r: r[0])
-
-
-def job_warnings(job) -> list[str]:
-    """The ``warning:`` lines of a finished job's log that name a damaged file (bench.files.quarantine)."""
-    try:
-        text = Path(job.paths.stderr).read_text(errors="replace")
-    except (OSError, AttributeError):
-        return []
-    return [f"job {job.job_id}: {ln.strip()}" for ln in text.splitlines()
-            if ln.startswith("warning:") and "is damaged" in ln]
 
 
 def keep_aside(path: Path, why: str) -> None:
@@ -391,6 +310,8 @@ def _main(argv: list[str]) -> int:
         plan.print()
         for line in refusals:   # a dry run promises only what the run will do
             print(f"a run would refuse: {line}", file=sys.stderr)
+        if sweep["estimate"] and plan.todo and not refusals:
+            say_estimate(*queue(plan, sweep, overrides)[:2], sweep)
         return 0
     if refusals:
         raise BenchError(refusals[0])
@@ -404,42 +325,21 @@ def _main(argv: list[str]) -> int:
             keep_aside(plan.record_path(c), st)
     print(f"grid {plan.grid}: {len(plan.todo)} of {len(plan.cells)} cells to run; "
           f"{len(plan.backbones)} backbone(s) and {len(plan.groups)} generator group(s) to train")
-    gpus: list[str] = []
-    if sweep["executor"] == "local":
-        placed = local.plan_local(sweep["jobs"], [c.config for c in plan.todo])
-        sweep["jobs"], gpus = placed.jobs, placed.gpus
-        if placed.note:
-            print(placed.note)
-    else:
-        sweep["jobs"] = 1 if sweep["jobs"] == "auto" else sweep["jobs"]
+    backbones, cells, gpus = queue(plan, sweep, overrides)
+    left = None
+    if sweep["estimate"]:
+        left = TimeLeft(say_estimate(backbones, cells, sweep))
     logs = store / "logs" / plan.grid / "%j"
     slurm = sweep["executor"] == "slurm"
     failures = []
-    cell_overrides = {k: v for k, v in overrides.items() if k not in ("seeds", "datasets")}
-    backbones = [Item("backbone", cfg, key=key) for key, cfg in plan.backbones.items()]
-    cells = [Item("cells", [{"config": c.config, "label": c.label, "grid": plan.grid,
-                             "record": str(plan.record_path(c)), "overrides": cell_overrides} for c in group],
-                  after=frozenset({backbone_key(c.config) for c in group
-                                   if strategies.for_method(c.config["method"]["name"]).needs_backbone}
-                                  & plan.backbones.keys()))
-             for group in plan.groups.values()]
-    # Locally one queue: a cell group starts once its backbone is done, and groups that need
-    # none (the bounds) fill the other cores meanwhile. Slurm and debug: backbones, then cells.
-    # Groups without a generator (a classifier on real data: a fraction of a generator group's
-    # time) go last, so that they fill the cores at the end instead of delaying the long ones.
-    cells.sort(key=lambda item: not strategies.for_method(item.payload[0]["config"]["method"]["name"]).has_generator)
-    free = [item for item in cells if not item.after]
-    for item in backbones:   # locally it shares the cores with the other backbones and the free groups
-        item.threads = local.threads_for(sweep["executor"], sweep["jobs"], len(backbones) + len(free))
-    for item in cells:
-        item.threads = local.threads_for(sweep["executor"], sweep["jobs"], len(cells))
     phases = [backbones + cells] if sweep["executor"] == "local" else [backbones, cells]
     for phase in filter(None, phases):
         kinds = {item.kind for item in phase}
         stage = "backbone" if kinds == {"backbone"} else "cells"   # Slurm time limit of the jobs
         desc = "backbones" if kinds == {"backbone"} else "cells" if kinds == {"cells"} else "backbones + cells"
         ex = make_executor(sweep["executor"], logs, profile, stage, sweep["timeout_min"])
-        for i, job, _, exc in dispatch(ex, phase, str(plan.artifacts), sweep["jobs"], desc, slurm, gpus):
+        for i, job, _, exc in dispatch(ex, phase, str(plan.artifacts), sweep["jobs"], desc, slurm, gpus,
+                                       left if sweep["executor"] == "local" else None):
             if exc is None:
                 continue
             if phase[i].kind == "backbone":

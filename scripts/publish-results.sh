@@ -4,10 +4,11 @@
 #   bash scripts/publish-results.sh                 # table5, table3_budget, zoo; seeds 0-4
 #   bash scripts/publish-results.sh table5 0 1      # one grid, some seeds
 # Resumable: a finished record is never recomputed, so run it again after any stop.
-# Each finished seed prints "published GRID seed S"; commit results/cpu after each.
+# Each finished seed prints "published GRID seed S" and is noted in STORE/computed.json (commit,
+# CPU); at the end the report and README's headline are rendered. Commit results/cpu and README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h|--help) sed -n '2,7p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,8p' "$0"; exit 0 ;; esac
 bash scripts/setup.sh
 STORE=results/cpu
 grids=(table5 table3_budget zoo)
@@ -17,7 +18,19 @@ if [ $# -ge 1 ]; then seeds=("$@"); fi
 for grid in "${grids[@]}"; do
   for seed in "${seeds[@]}"; do
     .venv/bin/python -m bench.sweep grid="$grid" scale=cpu store="$STORE" seeds="[$seed]"
+    # which code and CPU computed it (README's headline says so); -dirty: uncommitted changes
+    commit=$(git rev-parse --short HEAD)$(git status --porcelain -- bench methods | grep -q . && echo -dirty || true)
+    .venv/bin/python - "$STORE/computed.json" "$grid" "$seed" "$commit" <<'PY'
+import json, sys, torch
+from pathlib import Path
+from bench.hardware import describe
+path, grid, seed, commit = Path(sys.argv[1]), *sys.argv[2:]
+done = json.loads(path.read_text()) if path.exists() else {}
+done.setdefault(grid, {})[seed] = {"commit": commit, "hardware": describe(torch.device("cpu"))}
+path.write_text(json.dumps(done, indent=2, sort_keys=True) + "\n")
+PY
     echo "published $grid seed $seed ($(date -u +%FT%TZ))"
   done
 done
 .venv/bin/python -m bench.report store="$STORE" compare=paper
+.venv/bin/python -m bench.report.headline store="$STORE" readme=README.md

@@ -134,16 +134,17 @@ def test_local_jobs_see_their_gpu_and_are_spread_over_the_gpus(tmp_path, monkeyp
     """Through submitit's real local executor and the real StageJob, whatever /bin/sh is: each
     job's CUDA_VISIBLE_DEVICES is the GPU it was given (submitit alone gives ''), two jobs at once
     go to two GPUs, the third to the freed one."""
+    import bench.queue as queue
     import bench.sweep as sweep
 
-    monkeypatch.setattr(sweep, "LIVE_JOBS", [])
+    monkeypatch.setattr(queue, "LIVE_JOBS", [])
     ex = sweep.make_executor("local", tmp_path / "logs", {}, "cells", 5)
-    items = [sweep.Item("environment", {"name": n}) for n in ("a", "b", "c")]
-    out = sweep.dispatch(ex, items, str(tmp_path), 2, "test", slurm=False, gpus=["3", "GPU-uuid-1"])
+    items = [queue.Item("environment", {"name": n}) for n in ("a", "b", "c")]
+    out = queue.dispatch(ex, items, str(tmp_path), 2, "test", slurm=False, gpus=["3", "GPU-uuid-1"])
     assert all(r[3] is None for r in out), [str(r[3])[-500:] for r in out]
     seen = {r[2]["payload"]["name"]: r[2]["CUDA_VISIBLE_DEVICES"] for r in out}
     assert seen["a"] == "3" and seen["b"] == "GPU-uuid-1" and seen["c"] in ("3", "GPU-uuid-1")
-    assert not sweep.LIVE_JOBS   # finished jobs are let go (none left for the interpreter's exit)
+    assert not queue.LIVE_JOBS   # finished jobs are let go (none left for the interpreter's exit)
 
 
 def test_local_plan_on_a_gpu_machine():

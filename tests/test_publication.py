@@ -59,3 +59,27 @@ def test_no_published_record_is_stale_under_todays_code(grid):
     assert not bad, f"published grid {grid}: records a sweep would recompute under today's code: {bad}"
     labels = {ln.split("]", 1)[1].split()[0] for ln in cells if ln.startswith("[    done]")}
     assert labels == {p.stem for p in (STORE / "records" / grid).glob("*.json")}, "records of cells the grid lacks"
+
+
+def test_the_readme_headline_is_what_the_store_gives():
+    """README.md's results section is written by bench.report.headline from the committed report."""
+    res = subprocess.run([sys.executable, "-m", "bench.report.headline", f"store={STORE}",
+                          f"readme={ROOT / 'README.md'}", "check=true"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_computed_json_says_which_commit_and_cpu_computed_each_published_seed():
+    import json
+
+    computed = json.loads((STORE / "computed.json").read_text())
+    for grid, seeds in published().items():
+        assert sorted(int(s) for s in computed.get(grid, {})) == seeds, grid
+        assert all(v["commit"] and v["hardware"] for v in computed[grid].values())
+
+
+def test_headline_refuses_a_readme_without_its_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    res = subprocess.run([sys.executable, "-m", "bench.report.headline", f"store={STORE}", f"readme={readme}"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "results:begin" in res.stderr

@@ -177,7 +177,7 @@ class _FakeExecutor:
 
 def test_local_queue_runs_free_cells_beside_the_backbone_and_waits_for_it(monkeypatch):
     """Groups that need no backbone start at once beside it; the others only once it is done."""
-    import bench.sweep as sweep
+    import bench.queue as sweep
 
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
     monkeypatch.setattr(sweep.local, "usable_cpus", lambda: 4)
@@ -197,7 +197,7 @@ def test_local_queue_runs_free_cells_beside_the_backbone_and_waits_for_it(monkey
 
 def test_cells_phase_after_a_backbone_phase_does_not_wait(monkeypatch):
     """Slurm and debug dispatch backbones and cells apart: backbones of an earlier phase count as done."""
-    import bench.sweep as sweep
+    import bench.queue as sweep
 
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
     items = [sweep.Item("cells", {"name": "adapter", "polls": 1}, after=frozenset({"k"}))]

@@ -24,6 +24,15 @@ class Adapters(Strategy):
     def adapter(self):
         return self._adapter
 
+    @classmethod
+    def plan_train(cls, t, classes, w):
+        if t == 1:
+            w.backbone()
+            if w.cfg["tune"]["name"] == "lr":
+                w.tuning()
+        else:
+            w.train(classes, "adapter", adapter=True)
+
     def train(self, t, classes):
         cell = self.cell
         if t == 1:

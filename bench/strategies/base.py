@@ -20,7 +20,9 @@ Hooks (class attributes and methods; everything has a default):
 - ``start()``: work before task 1 (e.g. one generator on every class);
 - ``train(t, classes)``: what it trains at task t, returns a ``GeneratorInfo``;
 - ``classifier_data(t)``: ``"real"`` or ``"synthetic"``: what the task-t classifier learns from;
-- ``sampler()``: the model the synthetic sets come from; ``adapter``: the method, if any.
+- ``sampler()``: the model the synthetic sets come from; ``adapter``: the method, if any;
+- ``plan_start(w)``, ``plan_train(t, classes, w)``: what ``start`` and ``train`` cost, told to a
+  ``bench.estimate.Workload`` before the sweep runs (generator steps, samples drawn).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import torch
 
 if TYPE_CHECKING:  # pragma: no cover
     import methods
+    from ..estimate import Workload
     from ..protocol import Cell
 
 _REGISTRY: dict[str, type["Strategy"]] = {}
@@ -93,6 +96,16 @@ class Strategy:
     def train(self, t: int, classes: list[int]) -> GeneratorInfo:
         """Train what task ``t`` needs; by default the task-1 backbone, then nothing."""
         return self.cell.train_backbone() if t == 1 and self.needs_backbone else GeneratorInfo()
+
+    @classmethod
+    def plan_start(cls, w: "Workload") -> None:
+        """What ``start`` costs, told to ``w`` (bench/estimate.py): nothing by default."""
+
+    @classmethod
+    def plan_train(cls, t: int, classes: list[int], w: "Workload") -> None:
+        """What ``train(t, classes)`` costs, told to ``w``: by default the task-1 backbone (its own job)."""
+        if t == 1 and cls.needs_backbone:
+            w.backbone()
 
     def classifier_data(self, t: int) -> str:
         """``real`` at task 1 (a classifier on real D_1, shared by every method), then ``synthetic``."""

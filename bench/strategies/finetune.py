@@ -20,6 +20,13 @@ class Finetune(Strategy):
     def training_data(self, t: int, classes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cell.task_data(classes)
 
+    @classmethod
+    def plan_train(cls, t, classes, w):
+        if t == 1:
+            w.backbone()
+        else:
+            w.train(classes, "adapter", adapter=False)
+
     def train(self, t, classes) -> GeneratorInfo:
         cell = self.cell
         if t == 1:

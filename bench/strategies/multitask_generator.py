@@ -23,6 +23,10 @@ class MultitaskGenerator(Strategy):
     def stage_keys(cls, cfg):
         return {"sampling": cfg["sampling"]}
 
+    @classmethod
+    def plan_start(cls, w):
+        w.train([c for task in w.tasks for c in task], "task1", adapter=False)
+
     def start(self):
         cell = self.cell
         every = [c for task in cell.data.tasks for c in task]
