@@ -40,3 +40,24 @@ def test_the_report_has_a_table_and_a_verdict_per_budget(tmp_path, capsys):
     assert sorted(c["setting"] for c in mine) == ["fashion_mnist 2-2 150 adapter steps",
                                                  "fashion_mnist 2-2 600 adapter steps"]
     assert all(c["verdict"] == "holds" for c in mine)
+
+
+def test_the_gap_growth_is_checked_per_seed(tmp_path):
+    """mul - add is 20 - seed / 2 at 150 steps and 30 - seed / 2 + noise at 600: it grows, paired by
+    seed; where it shrinks the claim is contradicted."""
+    for seed, noise in zip(range(3), (0.0, 0.5, -0.5)):
+        for steps, add in ((150, 40.0), (600, 30.0 + noise)):
+            _budget_record(tmp_path, "vanilla_add", seed, add + seed, steps)
+            _budget_record(tmp_path, "vanilla_mul", seed, 60.0 + seed * 0.5, steps)
+    assert report_main([f"store={tmp_path}", "format=md", "figures=false", "compare=paper"]) == 0
+    claims = json.loads((tmp_path / "report" / "claims.json").read_text())
+    (gap,) = [c for c in claims if c["claim"] == "mul_add_gap_grows_with_budget"]
+    assert gap["setting"] == "fashion_mnist 2-2 adapter_steps 150 -> 600"
+    assert gap["verdict"] == "holds" and abs(gap["diff"] - 10.0) < 1e-9 and gap["n"] == 3
+    assert "mul_add_gap_grows_with_budget" not in {c["claim"] for c in claims if "adapter steps" in c["setting"]}
+    for seed in range(3):   # the gap shrinks by 10 instead
+        _budget_record(tmp_path, "vanilla_add", seed, 50.0 + seed, 600)
+    assert report_main([f"store={tmp_path}", "format=md", "figures=false", "compare=paper"]) == 0
+    claims = json.loads((tmp_path / "report" / "claims.json").read_text())
+    (gap,) = [c for c in claims if c["claim"] == "mul_add_gap_grows_with_budget"]
+    assert gap["verdict"] == "contradicted" and abs(gap["diff"] + 10.0) < 1e-9

@@ -61,6 +61,8 @@ def cheap(line: str, tmp: Path) -> list[str] | None:
                 make_record(store, "table5", "cifar10", "2-2", "vanilla_mul", seed, 68.0 + seed, 74.0, 9728)
         keep = [w for w in words if not w.startswith(("store=", "out="))]
         return [*keep, f"store={store}", f"out={tmp / 'report'}", "figures=false"]
+    if module == "bench.report.headline":   # writes README.md: its check runs in tests/test_publication.py
+        return [*words[:3], "--help"]
     if module == "bench.inspect":
         return words
     return None

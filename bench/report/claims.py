@@ -3,7 +3,9 @@
 Each claim compares method rows of one grid paired by seed (per dataset x split x solver
 setting and per scale) and gets a verdict from the paired 95% CI: ``holds``,
 ``not significant`` or ``contradicted``, with the difference and CI behind it (``not
-checked`` where the grid has records but none of one side).
+checked`` where the grid has records but none of one side). A claim with ``grows_with: COLUMN``
+(e.g. ``adapter_steps``) is about the gap a - b itself: per seed, the gap at the largest value
+of the column minus the gap at the smallest, tested the same way.
 """
 from __future__ import annotations
 
@@ -82,13 +84,40 @@ def decide(kind: str, diff: float, hw: float, margin: float) -> tuple[str, str]:
     return "not significant", f"CI crosses ±{margin:g}"
 
 
+def _gap_growth(c: dict, sub: pd.DataFrame, b: dict, setting: str, scale) -> Verdict | None:
+    """``grows_with``: per seed, (a - b) at the column's largest value minus (a - b) at its smallest."""
+    col = c["grows_with"]
+    values = sorted(v for v in sub[col].dropna().unique())
+    a_name, b_name = method_label(c["a"]), method_label(b)
+    if len(values) < 2:
+        return Verdict(c["id"], c["claim"], c["source"], c["grid"], str(scale), setting, a_name, b_name, c["metric"],
+                       "not checked", None, None, 0, f"records at one {col} only")
+    gaps = []
+    for v in (values[-1], values[0]):
+        at = sub[sub[col] == v]
+        ra, rb = _rows(at, c["a"]), _rows(at, b)
+        a_by, b_by = dict(zip(ra["seed"], ra[c["metric"]])), dict(zip(rb["seed"], rb[c["metric"]]))
+        gaps.append({s: a_by[s] - b_by[s] for s in a_by.keys() & b_by.keys()})
+    p = paired(gaps[0], gaps[1])
+    if p is None:
+        return None
+    verdict, why = decide(c["kind"], p.diff, p.diff_ci95, float(c.get("margin", 0.0)))
+    return Verdict(c["id"], c["claim"], c["source"], c["grid"], str(scale),
+                   f"{setting} {col} {values[0]:g} -> {values[-1]:g}", f"({a_name} - {b_name}) at {values[-1]:g}",
+                   f"at {values[0]:g}", c["metric"], verdict, p.diff,
+                   p.diff_ci95 if math.isfinite(p.diff_ci95) else None, p.n, why)
+
+
 def check(df: pd.DataFrame, claims: list[dict[str, Any]] | None = None) -> list[Verdict]:
     """Verdicts of every claim whose grid has records in ``df`` (one per pair, setting and scale)."""
     out: list[Verdict] = []
     for c in claims if claims is not None else load_claims():
         part = df[df["grid"] == c["grid"]]
+        if part.empty:
+            continue
         bs = c["b"] if isinstance(c["b"], list) else [c["b"]]
-        budgets = "adapter_steps" in part and part["adapter_steps"].nunique(dropna=False) > 1
+        budgets = ("adapter_steps" in part and part["adapter_steps"].nunique(dropna=False) > 1
+                   and c.get("grows_with") != "adapter_steps")
         keys = ["scale", "dataset", "split", "solver", "steps", "layers"] + (["adapter_steps"] if budgets else [])
         for group, sub in part.groupby(keys, sort=True, dropna=False):
             scale, ds, sp, solver, steps, layers = group[:6]
@@ -97,6 +126,10 @@ def check(df: pd.DataFrame, claims: list[dict[str, Any]] | None = None) -> list[
                       (f" {int(group[6])} adapter steps" if budgets else "")
             ra = _rows(sub, c["a"])
             for b in bs:
+                if c.get("grows_with"):
+                    v = _gap_growth(c, sub, b, setting, scale)
+                    out += [v] if v is not None else []
+                    continue
                 rb = _rows(sub, b)
                 if ra.empty or rb.empty:
                     missing = method_label(c["a"]) if ra.empty else method_label(b)

@@ -1,13 +1,15 @@
 """The README's results headline, written from a published store (never typed by hand).
 
-    python -m bench.report.headline [store=results/cpu] [readme=README.md] [check=true]
+    python -m bench.report.headline [store=results/cpu] [readme=README.md] [status=results/README.md]
+                                    [check=true]
 
 Between the README's ``<!-- results:begin -->`` and ``<!-- results:end -->`` lines: Table V's
 LA and AIA (mean ± half-width of the 95% t interval over the seeds) and PPC per method, from
 the store's rendered ``report/table5.json`` and its records, the seeds and the commit and
 CPU that computed each (``STORE/computed.json``, written by scripts/publish-results.sh), and
-one line per claim verdict of ``report/claims.json``. ``check=true`` writes nothing and exits
-1 when the README's section is not what the store gives (CI: the headline cannot go stale).
+one line per claim verdict of ``report/claims.json``; between the same lines of ``status``,
+what the store holds per published grid. ``check=true`` writes nothing and exits 1 when a
+section is not what the store gives (CI: neither can go stale).
 """
 from __future__ import annotations
 
@@ -22,12 +24,14 @@ from ..strategies import display_name
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 BOUNDS = ("multitask_generator", "multitask_classifier")
+PUBLISHED = ("table5", "table3_budget", "zoo")   # the results issue's grids, in priority order
 
 
 @dataclass
 class HeadlineOptions:
     store: str = "results/cpu"
     readme: str = "README.md"
+    status: str = "results/README.md"
     check: bool = False
 
 
@@ -100,6 +104,23 @@ def render(store: Path, readme_dir: Path) -> str:
     return "\n".join(out)
 
 
+def status(store: Path) -> str:
+    """One line per published grid: its seeds, records, commits and CPUs, or that it is not computed yet."""
+    computed = _load(store / "computed.json")
+    lines = []
+    for grid in PUBLISHED:
+        cells: dict[int, int] = {}
+        for path in (store / "records" / grid).glob("*.json"):
+            seed = json.loads(path.read_text())["cell"]["seed"]
+            cells[seed] = cells.get(seed, 0) + 1
+        if not cells:
+            lines.append(f"- `{grid}`: not computed yet")
+            continue
+        lines.append(f"- `{grid}`: {seeds_line(computed, grid, cells)} of seeds 0-4; "
+                     f"{sum(cells.values())} records")
+    return "\n".join(lines)
+
+
 def splice(text: str, body: str, where: str) -> str:
     if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
         raise BenchError(f"{where}: needs one '{BEGIN}' line and one '{END}' line after it")
@@ -114,18 +135,24 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0
     opts = typed_merge(HeadlineOptions, parse_known(argv, {f.name for f in fields(HeadlineOptions)}))
-    readme = Path(opts["readme"])
-    text = readme.read_text()
-    new = splice(text, render(Path(opts["store"]), readme.parent), str(readme))
+    store = Path(opts["store"])
+    pages = [(Path(opts["readme"]), lambda page: render(store, page.parent)),
+             (Path(opts["status"]), lambda page: status(store))]
+    stale = []
+    for page, body in pages:
+        text = page.read_text()
+        new = splice(text, body(page), str(page))
+        if opts["check"]:
+            stale += [page] if new != text else []
+        else:
+            page.write_text(new)
+            print(f"wrote the results section of {page} from {store}")
+    if stale:
+        print(f"error: the results section of {', '.join(map(str, stale))} is not what {store} gives; run "
+              f"python -m bench.report.headline store={store}", file=sys.stderr)
+        return 1
     if opts["check"]:
-        if new != text:
-            print(f"error: {readme}'s results section is not what {opts['store']} gives; "
-                  f"run python -m bench.report.headline store={opts['store']} readme={readme}", file=sys.stderr)
-            return 1
-        print(f"{readme}: the results section matches {opts['store']}")
-        return 0
-    readme.write_text(new)
-    print(f"wrote the results section of {readme} from {opts['store']}")
+        print(f"{', '.join(str(p) for p, _ in pages)}: the results sections match {store}")
     return 0
 
 
