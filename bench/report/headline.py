@@ -14,6 +14,7 @@ section is not what the store gives (CI: neither can go stale).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -77,7 +78,7 @@ def render(store: Path, readme_dir: Path) -> str:
     rows = _load(report / "table5.json")
     claims = _load(report / "claims.json")
     computed = _load(store / "computed.json")
-    link = lambda p: Path(p).resolve().relative_to(readme_dir.resolve()).as_posix()   # noqa: E731
+    link = lambda p: Path(os.path.relpath(Path(p).resolve(), readme_dir.resolve())).as_posix()   # noqa: E731
     ppc: dict[str, int] = {}
     cells: dict[int, int] = {}
     for path in sorted((store / "records" / "table5").glob("*.json")):
@@ -139,8 +140,15 @@ def main(argv: list[str]) -> int:
     pages = [(Path(opts["readme"]), lambda page: render(store, page.parent)),
              (Path(opts["status"]), lambda page: status(store))]
     stale = []
+    texts = {}
+    for page, _ in pages:   # both pages readable and marked before anything is rendered
+        try:
+            texts[page] = page.read_text()
+        except OSError as exc:
+            raise BenchError(f"{page}: cannot read it ({exc.strerror})") from None
+        splice(texts[page], "", str(page))
     for page, body in pages:
-        text = page.read_text()
+        text = texts[page]
         new = splice(text, body(page), str(page))
         if opts["check"]:
             stale += [page] if new != text else []
