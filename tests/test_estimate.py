@@ -165,7 +165,7 @@ def test_estimate_is_refused_where_it_cannot_say(tmp_path, capsys):
 
 def test_a_dry_run_says_how_long_from_steps_timed_here(tmp_path, capsys, monkeypatch):
     """The smoke grid: one backbone and two cell groups, each kind of unit timed with the code the
-    cells run (a forward of a larger batch costs more); nothing is computed."""
+    cells run; nothing is computed. (No assertion compares two times: CI's cores are busy.)"""
     import bench.queue as queue
 
     seen = []
@@ -178,7 +178,5 @@ def test_a_dry_run_says_how_long_from_steps_timed_here(tmp_path, capsys, monkeyp
     cal = seen[0].calibration
     assert {u.kind for u in cal.seconds} == {"train", "forward", "classifier", "predict"}
     assert all(s > 0 for s in cal.seconds.values()) and cal.job_start > 0 and cal.cell_start > 0
-    what = next(u.what for u in cal.seconds if u.kind == "forward")
-    forwards = {u.batch: s for u, s in cal.seconds.items() if u.kind == "forward" and u.what == what}
-    assert forwards[max(forwards)] > forwards[min(forwards)]   # sampling batches, and sample-grid rows of 8
+    assert {u.batch for u in cal.seconds if u.kind == "forward"} >= {8, 64}   # grid rows of 8, sampling batches
     assert seen[0].seconds >= max(job.seconds for job in seen[0].jobs)
