@@ -70,11 +70,15 @@ def modulation_rank(adapter: Adapter, rtol: float = 1e-6) -> list[dict]:
 
 
 def function_parameters(adapter: Adapter) -> list[dict]:
-    """gamma_j and omega_j / p_j per layer and class (j = 1..K), one row per j."""
+    """gamma_j and omega_j / p_j per layer and class (j = 1..K), one row per j; FunLoRA only.
+
+    Scale-and-shift also names its per-channel scale gamma, but that is no rank-raising
+    function's parameter: written out per channel it made the record 1.3 MB, for no figure.
+    """
+    if not isinstance(adapter, FunLoRA):
+        return []
     out = []
     for cls, key, info, p in _rows(adapter):
-        if "gamma" not in p:
-            continue
         K = p["gamma"].numel()
         learned = "omega" if "omega" in p else ("p" if "p" in p else None)
         for j in range(K):

@@ -24,6 +24,14 @@ def test_importance_rank_and_function_parameters():
     assert all(r["rank"] == 1 for r in ranks)  # M_y = 1 at init for class 5, and a scaled outer product elsewhere
     fp = analysis.function_parameters(m)
     assert {r["j"] for r in fp} == {1, 2, 3} and all("omega" in r for r in fp)
+    assert len(fp) == 3 * 2 * len(m.layer_info)
+
+
+def test_function_parameters_are_funloras_alone():
+    """Scale-and-shift's per-channel gamma is no rank-raising function's parameter (Figure 5)."""
+    m = methods.build("scale_shift").attach(randomized_unet(image_size=8, in_channels=1, num_classes=6))
+    m.add_classes([4, 5])
+    assert analysis.function_parameters(m) == []
 
 
 def test_finetune_forgets_old_classes(tmp_path):
