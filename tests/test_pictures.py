@@ -126,7 +126,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     # every table of the grid is there with its header row(s) and every body row
     expected = [len(t.rows) + 1 + (1 if t.groups else 0) for t in built]
     assert rows.tables[:len(expected)] == expected
-    assert len(re.findall(r'<img src="samples/', dom)) == 4                # 2 seeds x 2 tasks of sample grids
+    assert len(re.findall(r'<img src="samples/', dom)) == 2                # 1 seed x 2 tasks of sample grids
     assert "FunLoRA" in dom and "80.00" not in dom and "81.00 ± 12.71" in dom
 
 
@@ -149,8 +149,14 @@ def test_report_pages_say_what_their_records_are_and_name_methods_by_title(tmp_p
     page = (report / "table5.html").read_text()
     assert "These records: cifar10 2-2, cifar100 20-20 at scale=paper, seeds 0, 1, 3 methods (5 records)" in page
     assert "These records: cifar10 2-2, cifar100 20-20 at scale=paper" in (report / "table5.md").read_text()
-    assert "<td>FunLoRA, cifar10 2-2, seed 0</td>" in page and "<td>FunLoRA, cifar10 2-2, seed 1</td>" in page
-    assert "_s0</td>" not in page
+    assert "<td>FunLoRA, cifar10 2-2, seed 0</td>" in page and "_s0</td>" not in page
+    # one seed's grids per cell (seed 1's are the same cell again), named after the record's label
+    assert "<td>FunLoRA, cifar10 2-2, seed 1</td>" not in page
+    from bench.record import Record
+
+    label = next(r.label for r in map(Record.load, (tmp_path / "records" / "table5").glob("*.json"))
+                 if r.cell.method == "funlora" and r.cell.seed == 0)
+    assert sorted(p.name for p in (report / "samples").iterdir()) == [f"table5_{label}_task{t}.png" for t in (1, 2)]
 
 
 def test_a_truncated_sample_grid_is_left_out_of_the_report_with_a_warning(tmp_path, capsys):

@@ -147,6 +147,29 @@ def test_figures_are_written_as_png_and_pdf(tmp_path):
             assert (figs / f"{name}.{ext}").stat().st_size > 1000, name
 
 
+def test_figures_are_the_same_bytes_from_the_same_records(tmp_path):
+    """A committed report must not churn: no bootstrap band drawn afresh, no creation date in a PDF.
+    The accuracy-per-task band is the tables' t interval: at three seeds it spans mean +- t * s / sqrt(3)."""
+    import hashlib
+
+    from bench.report.figures import t_interval
+
+    for seed, la in enumerate((60.0, 64.0, 71.0)):
+        make_record(tmp_path, "table5", "cifar10", "2-2", "funlora", seed, la, la, 10028)
+    digests = []
+    for _ in range(2):
+        assert report_main([f"store={tmp_path}", "grid=table5"]) == 0
+        digests.append({p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted((tmp_path / "report" / "figures").iterdir())})
+    assert digests[0] == digests[1] and any(n.endswith(".pdf") for n in digests[0])
+    import pandas as pd
+
+    low, high = t_interval(pd.Series([60.0, 64.0, 71.0]))
+    half = 4.3027 * 5.5678 / 3 ** 0.5          # t_{0.975, 2} * s / sqrt(n)
+    assert (low + high) / 2 == pytest.approx(65.0) and (high - low) / 2 == pytest.approx(half, rel=1e-4)
+    assert t_interval(pd.Series([60.0])) == (60.0, 60.0)
+
+
 # ---- evidence: intervals, paired tests, tidy JSON, claims -------------------------------------
 def _paired_store(tmp_path, diffs=(2.0, 3.0, 4.0), grid="table3", a="vanilla_mul", b="vanilla_add", base=50.0):
     for seed, d in enumerate(diffs):

@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..record import Record  # noqa: E402
+from .stats import summarize  # noqa: E402
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -26,7 +27,8 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     for p in paths:  # through a temporary name: a killed report never leaves half a figure
         tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}")
-        fig.savefig(tmp, bbox_inches="tight", dpi=120)
+        # no creation date in a PDF: the same records give the same bytes (committed reports do not churn)
+        fig.savefig(tmp, bbox_inches="tight", dpi=120, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
         os.replace(tmp, p)
     plt.close(fig)
     return paths
@@ -48,6 +50,13 @@ def _names(df: pd.DataFrame) -> list[str]:
     return [display_name(m, o) for m, o in zip(df["method"], df["options"])]
 
 
+def t_interval(values: pd.Series) -> tuple[float, float]:
+    """The 95% Student t interval of the mean over seeds (a point for one seed), for seaborn's errorbar."""
+    s = summarize(values)
+    half = s.ci95 if s.ci95 == s.ci95 else 0.0
+    return s.mean - half, s.mean + half
+
+
 def accuracy_per_task(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
     rows = [{"method": m, "dataset": f"{d} {s}", "task": t + 1, "accuracy": a}
             for m, d, s, abar in zip(_names(df), df["dataset"], df["split"], df["avg_accuracy"]) if abar
@@ -55,9 +64,11 @@ def accuracy_per_task(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
     if not rows:
         return []
     data = pd.DataFrame(rows)
+    # the band is the tables' Student t 95% interval over seeds, not seaborn's bootstrap (unseeded:
+    # every render drew another band)
     g = sns.relplot(data=data, x="task", y="accuracy", hue="method", col="dataset", kind="line", marker="o",
-                    height=3.2, aspect=1.2)
-    g.set_axis_labels("task t", "average accuracy Abar_t (%)")
+                    errorbar=t_interval, height=3.2, aspect=1.2)
+    g.set_axis_labels("task t", "average accuracy Abar_t (%) with 95% t interval")
     return _save(g.figure, out, f"{grid}_accuracy_per_task")
 
 
@@ -67,7 +78,7 @@ def accuracy_vs_nfe(df: pd.DataFrame, out: Path, grid: str) -> list[Path]:
         return []
     data["K"] = data["options"].map(lambda o: json.loads(o).get("K", 10))
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    sns.lineplot(data=data, x="nfe", y="la", hue="K", marker="o", ax=ax, palette="viridis")
+    sns.lineplot(data=data, x="nfe", y="la", hue="K", marker="o", errorbar=t_interval, ax=ax, palette="viridis")
     ax.set(xlabel="NFE per sample (counted)", ylabel="LA (%)", xscale="log")
     return _save(fig, out, f"{grid}_accuracy_vs_nfe")
 

@@ -49,7 +49,7 @@ class Page:
     records: int
     tables: list[Table]
     figures: list[Path] = field(default_factory=list)
-    samples: list[tuple[str, list[str | None]]] = field(default_factory=list)   # (cell label, grid per task)
+    samples: list[tuple[str, str, list[str | None]]] = field(default_factory=list)  # (title, label, grid per task)
     configs: list[tuple[str, dict]] = field(default_factory=list)
 
 
@@ -103,17 +103,18 @@ def page_html(page: Page, out: Path) -> str:
                          f"<figcaption>{html.escape(f.stem)}</figcaption></figure>")
     if page.samples:
         parts.append("<h2>Samples after each task</h2><p>Fixed noise per class: under per-class adapters the rows "
-                     "of old classes are the same pixels from task to task.</p>")
-        width = max(len(g) for _, g in page.samples)
+                     "of old classes are the same pixels from task to task. One seed per cell: its lowest with "
+                     "sample grids.</p>")
+        width = max(len(g) for *_, g in page.samples)
         parts.append('<div class="scroll"><table class="samples"><thead><tr><th>cell</th>' +
                      "".join(f"<th>task {t + 1}</th>" for t in range(width)) + "</tr></thead><tbody>")
-        for label, grids in page.samples:
+        for title, label, grids in page.samples:
             cells = []
             for t, g in enumerate(grids):
-                rel = _copy(g, out / "samples", f"{page.name}_{label}_task{t + 1}.png".replace("/", "-")) if g else None
-                cells.append(f'<td><img src="{html.escape(rel)}" alt="{html.escape(label)} task {t + 1}"></td>'
+                rel = _copy(g, out / "samples", f"{page.name}_{label}_task{t + 1}.png") if g else None
+                cells.append(f'<td><img src="{html.escape(rel)}" alt="{html.escape(title)} task {t + 1}"></td>'
                              if rel else "<td>-</td>")
-            parts.append(f"<tr><td>{html.escape(label)}</td>{''.join(cells)}</tr>")
+            parts.append(f"<tr><td>{html.escape(title)}</td>{''.join(cells)}</tr>")
         parts.append("</tbody></table></div>")
     if page.configs:
         parts.append("<h2>Cells</h2>")
