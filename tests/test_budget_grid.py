@@ -40,6 +40,13 @@ def test_the_report_has_a_table_and_a_verdict_per_budget(tmp_path, capsys):
     assert sorted(c["setting"] for c in mine) == ["fashion_mnist 2-2 150 adapter steps",
                                                  "fashion_mnist 2-2 600 adapter steps"]
     assert all(c["verdict"] == "holds" for c in mine)
+    from bench.report.headline import claim_line   # README's line: the budget, the reason and the grid's page
+
+    line = claim_line(next(c for c in mine if "600" in c["setting"]), "results/cpu/report/table3_budget.md")
+    assert line.startswith("- The multiplicative adapter beats the additive one at each adapter budget (mul >> add) "
+                           "(vanilla_mul vs vanilla_add, fashion_mnist 2-2 600 adapter steps; "
+                           "[table3_budget](results/cpu/report/table3_budget.md)): **holds** (vanilla_mul − vanilla_add: ")
+    assert line.endswith(", n = 3; CI above 0)")
 
 
 def test_the_gap_growth_is_checked_per_seed(tmp_path):

@@ -173,6 +173,24 @@ def test_pareto_front():
     assert [p.label for p in front(pts)] == ["d", "a", "b"]
 
 
+def test_how_often_each_method_is_on_a_seeds_front():
+    """A method on the mean front by a hair is on the front of only the seeds where it wins."""
+    import pandas as pd
+
+    from bench.report.pareto import front_frequency
+
+    grid = {"name": "zoo", "axes": {"data": [{"dataset": "cifar10", "split": "2-2"}],
+                                    "method": [{"name": "funlora"}, {"name": "ia3"}, {"name": "locon"}]}}
+    rows = []
+    # funlora (1,000) beats ia3 (1,000) on seeds 0 and 1, loses on seed 2; locon costs more and wins on seed 2 only
+    for seed, (f, i, lo) in enumerate([(80, 70, 79), (81, 75, 80), (70, 72, 90)]):
+        for m, la, ppc in (("funlora", f, 1_000), ("ia3", i, 1_000), ("locon", lo, 5_000)):
+            rows.append({"dataset": "cifar10", "split": "2-2", "method": m, "options": "{}", "seed": seed,
+                         "la": float(la), "ppc": ppc})
+    often = front_frequency(grid, pd.DataFrame(rows), "cifar10", "2-2")
+    assert often == {"FunLoRA": (2, 3), "IA3": (1, 3), "LoCon": (1, 3)}
+
+
 def test_zoo_report_has_the_front_and_the_figure(tmp_path):
     entry = {"budget": "1x", "budget_strict": False}
     for seed in (0, 1):
@@ -188,6 +206,10 @@ def test_zoo_report_has_the_front_and_the_figure(tmp_path):
     assert report_main([f"store={tmp_path}", "grid=zoo"]) == 0
     md = (tmp_path / "report" / "zoo.md").read_text()
     assert "| LoCon (1x) †" in md and "cannot fit the budget" in md
+    # seed 0: LoCon's 75 at 37,376 is beaten by FunLoRA's 80 at 10,028; seed 1: likewise; IA3 and FunLoRA both
+    main_table = md.split("### Pareto front")[0]
+    rows_md = {ln.split("|")[1].strip(): ln.rstrip(" |") for ln in main_table.splitlines() if ln.startswith("| ")}
+    assert rows_md["FunLoRA (1x)"].endswith("2 of 2") and rows_md["LoCon (1x) †"].endswith("0 of 2")
     front_table = md.split("### Pareto front")[1].split("###")[0]
     assert "FunLoRA (1x)" in front_table and "IA3 (1x)" in front_table and "LoCon" not in front_table
     assert (tmp_path / "report" / "figures" / "zoo_pareto_cifar10_2-2.png").stat().st_size > 10_000

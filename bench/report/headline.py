@@ -7,7 +7,7 @@ Between the README's ``<!-- results:begin -->`` and ``<!-- results:end -->`` lin
 LA and AIA (mean ± half-width of the 95% t interval over the seeds) and PPC per method, from
 the store's rendered ``report/table5.json`` and its records, the seeds and the commit and
 CPU that computed each (``STORE/computed.json``, written by scripts/publish-results.sh), and
-one line per claim verdict of ``report/claims.json``; between the same lines of ``status``,
+one line per claim verdict of ``report/claims.json`` on a published grid, with its reason; between the same lines of ``status``,
 what the store holds per published grid. ``check=true`` writes nothing and exits 1 when a
 section is not what the store gives (CI: neither can go stale).
 """
@@ -95,14 +95,19 @@ def render(store: Path, readme_dir: Path) -> str:
     for m in methods:
         out.append(f"| {display_name(m)} | {_mean(stat.get((m, 'la')))} | {_mean(stat.get((m, 'aia')))} | "
                    f"{ppc.get(m, 0):,} |")
-    out += ["", f"Claims of the paper checked on these records ([claims.md]({link(report / 'claims.md')})):", ""]
-    for c in claims:
-        if c.get("grid") != "table5":
-            continue
-        ci = f" ± {c['diff_ci95']:.2f}" if c.get("diff_ci95") is not None else ""
-        diff = f"{c['a']} − {c['b']}: {c['diff']:+.2f}{ci}, n = {c['n']}" if c.get("diff") is not None else c.get("why", "")
-        out.append(f"- {c['text']}, {c['b']}: **{c['verdict']}** ({diff})")
+    out += ["", f"Claims of the paper checked on the published grids ([claims.md]({link(report / 'claims.md')})):",
+            ""]
+    out += [claim_line(c, link(report / f"{c['grid']}.md")) for c in claims if c.get("grid") in PUBLISHED]
     return "\n".join(out)
+
+
+def claim_line(c: dict, page: str) -> str:
+    """``- TEXT (vanilla_mul vs vanilla_add, fashion_mnist 2-2 150 adapter steps; [table3_budget](…)):
+    **holds** (vanilla_mul − vanilla_add: +4.10 ± 1.20, n = 5; CI above 0)``."""
+    ci = f" ± {c['diff_ci95']:.2f}" if c.get("diff_ci95") is not None else ""
+    diff = f"{c['a']} − {c['b']}: {c['diff']:+.2f}{ci}, n = {c['n']}; " if c.get("diff") is not None else ""
+    return (f"- {c['text']} ({c['a']} vs {c['b']}, {c['setting']}; [{c['grid']}]({page})): "
+            f"**{c['verdict']}** ({diff}{c.get('why', '')})")
 
 
 def status(store: Path) -> str:

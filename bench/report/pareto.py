@@ -3,9 +3,9 @@
 Every method entry of the grid (a method at a budget) is one point: PPC (the parameters
 each new class costs) against LA (mean over seeds, with its 95% CI). A point is on the
 Pareto front when no other point has a PPC at most as large and an LA at least as high,
-one of them strictly. The table lists every point (over-budget methods marked), then the
-front; the figure draws LA against PPC on a log axis with the front as a step line and
-FunLoRA highlighted.
+one of them strictly. The table lists every point (over-budget methods marked) with how
+many seeds it is on the front of that seed's LA, then the front; the figure draws LA against
+PPC on a log axis with the front as a step line and FunLoRA highlighted.
 """
 from __future__ import annotations
 
@@ -59,13 +59,37 @@ def points(grid: dict, df: pd.DataFrame, dataset: str, split: str) -> list[Point
     return out
 
 
+def undominated(pairs: list[tuple[float, float]]) -> list[int]:
+    """Indices of the Pareto-optimal (PPC, LA) pairs: none other has PPC <= and LA >=, one strictly."""
+    return [i for i, (c, a) in enumerate(pairs)
+            if not any(j != i and d <= c and b >= a and (d < c or b > a) for j, (d, b) in enumerate(pairs))]
+
+
 def front(pts: list[Point]) -> list[Point]:
     """The Pareto-optimal points (lower PPC, higher LA), by increasing PPC."""
-    def dominated(p: Point) -> bool:
-        return any(q is not p and q.ppc <= p.ppc and q.la.mean >= p.la.mean
-                   and (q.ppc < p.ppc or q.la.mean > p.la.mean) for q in pts)
+    keep = undominated([(p.ppc, p.la.mean) for p in pts])
+    return sorted((pts[i] for i in keep), key=lambda p: (p.ppc, -p.la.mean))
 
-    return sorted((p for p in pts if not dominated(p)), key=lambda p: (p.ppc, -p.la.mean))
+
+def front_frequency(grid: dict, df: pd.DataFrame, dataset: str, split: str) -> dict[str, tuple[int, int]]:
+    """Per entry label: (seeds on whose own front it lies, seeds it has a record of).
+
+    The mean front can hang on a tenth of a point; the front of each seed's LA says how stable a
+    place on it is. Each seed's front is drawn among the entries with a record of that seed.
+    """
+    by_seed: dict[int, list[tuple[str, float, float]]] = {}
+    for entry in method_rows(grid):
+        sub = select(df, entry, dataset, split).dropna(subset=["la"])
+        for seed, ppc, la in zip(sub["seed"], sub["ppc"], sub["la"]):
+            by_seed.setdefault(int(seed), []).append((entry_label(entry), float(ppc), float(la)))
+    counts: dict[str, list[int]] = {}
+    for rows in by_seed.values():
+        on = set(undominated([(c, a) for _, c, a in rows]))
+        for i, (label, _, _) in enumerate(rows):
+            k_n = counts.setdefault(label, [0, 0])
+            k_n[0] += i in on
+            k_n[1] += 1
+    return {label: (k, n) for label, (k, n) in counts.items()}
 
 
 def tables(grid: dict, df: pd.DataFrame) -> list[Table]:
@@ -73,13 +97,18 @@ def tables(grid: dict, df: pd.DataFrame) -> list[Table]:
     for ds, sp in data_columns(grid, df):
         pts = points(grid, df, ds, sp)
         on_front = {id(p) for p in front(pts)}
+        often = front_frequency(grid, df, ds, sp)
         body = [[p.label, p.size or "-", Stat(p.ppc, 0, 1, ppc=True), p.la, p.aia,
-                 "yes" if id(p) in on_front else ""] for p in sorted(pts, key=lambda p: p.ppc)]
+                 "yes" if id(p) in on_front else "", "{} of {}".format(*often.get(p.label, (0, 0)))]
+                for p in sorted(pts, key=lambda p: p.ppc)]
         for row, p in zip(body, sorted(pts, key=lambda p: p.ppc)):
             if not p.met:
                 row[0] += " †"
         t = Table(grid["name"], f"{grid.get('title', 'LA against PPC')} ({ds} {sp})",
-                  ["Method", "Size", "PPC", "LA", "AIA", "Pareto"], body, {3: "max", 4: "max"})
+                  ["Method", "Size", "PPC", "LA", "AIA", "Pareto", "On each seed's front"], body,
+                  {3: "max", 4: "max"})
+        t.footnotes.append("Pareto: on the front of the mean LA over seeds; on each seed's front: in how many "
+                           "seeds it is on the front of that seed's LA.")
         if any(not p.met for p in pts):
             t.footnotes.append("†: cannot fit the budget at its smallest size; run at that size (PPC shown).")
         missing = [entry_label(e) for e in method_rows(grid)
@@ -119,4 +148,4 @@ def figure(grid: dict, df: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-__all__ = ["Point", "points", "front", "tables", "figure"]
+__all__ = ["Point", "points", "undominated", "front", "front_frequency", "tables", "figure"]
