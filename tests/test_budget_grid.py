@@ -35,6 +35,10 @@ def test_the_report_has_a_table_and_a_verdict_per_budget(tmp_path, capsys):
     assert report_main([f"store={tmp_path}", "format=md", "figures=false", "compare=paper"]) == 0
     md = (tmp_path / "report" / "table3_budget.md").read_text()
     assert "Table III at 150 adapter steps" in md and "Table III at 600 adapter steps" in md
+    # the grid's own page says whether mul beats add at each budget (and the gap's growth where checked)
+    claims_md = md.split("### The paper's claims on these records")[1].split("###")[0]
+    assert claims_md.count("| The multiplicative adapter beats the additive one at each adapter budget") == 2
+    assert "fashion_mnist 2-2 150 adapter steps" in claims_md and "| holds " in claims_md
     claims = json.loads((tmp_path / "report" / "claims.json").read_text())
     mine = [c for c in claims if c["claim"] == "mul_beats_add_per_budget"]
     assert sorted(c["setting"] for c in mine) == ["fashion_mnist 2-2 150 adapter steps",
@@ -61,6 +65,10 @@ def test_the_gap_growth_is_checked_per_seed(tmp_path):
     (gap,) = [c for c in claims if c["claim"] == "mul_add_gap_grows_with_budget"]
     assert gap["setting"] == "fashion_mnist 2-2 adapter_steps 150 -> 600"
     assert gap["verdict"] == "holds" and abs(gap["diff"] - 10.0) < 1e-9 and gap["n"] == 3
+    page = (tmp_path / "report" / "table3_budget.md").read_text()
+    (row,) = [[c.strip() for c in ln.split("|")[1:-1]] for ln in page.splitlines() if ln.startswith("| The gap")]
+    assert row[1:4] == ["fashion_mnist 2-2 adapter_steps 150 -> 600",
+                        "la: (vanilla_mul - vanilla_add) at 600 vs at 150", "holds"] and row[4].startswith("+10.00 ± ")
     assert "mul_add_gap_grows_with_budget" not in {c["claim"] for c in claims if "adapter steps" in c["setting"]}
     for seed in range(3):   # the gap shrinks by 10 instead
         _budget_record(tmp_path, "vanilla_add", seed, 50.0 + seed, 600)

@@ -167,5 +167,22 @@ def markdown(verdicts: list[Verdict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table(verdicts: list[Verdict], grid: str):
+    """The verdicts on one grid as a table of its page (Table III at two budgets says there whether
+    mul beats add at each budget and whether the gap grows); None where the grid has none."""
+    from .tables import Table
+
+    mine = [v for v in verdicts if v.grid == grid]
+    if not mine:
+        return None
+    rows = [[v.text, v.setting, f"{v.metric}: {v.a} vs {v.b}", v.verdict,
+             "-" if v.diff is None else f"{v.diff:+.2f}" + ("" if v.diff_ci95 is None else f" ± {v.diff_ci95:.2f}"),
+             str(v.n), v.why] for v in mine]
+    return Table(f"{grid}_claims", "The paper's claims on these records",
+                 ["Claim", "Setting", "Comparison", "Verdict", "a - b (95% CI)", "n", "Why"], rows,
+                 footnotes=["Paired by seed; holds / contradicted where the 95% t interval of the difference "
+                            "clears the claim's bound, not significant where it does not (claims.md: all grids)."])
+
+
 def to_json(verdicts: list[Verdict]) -> list[dict]:
     return [asdict(v) for v in verdicts]

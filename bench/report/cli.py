@@ -107,11 +107,12 @@ def main(argv: list[str]) -> int:
                          + ", ".join(sorted(loaded.frame["method"].unique())))
     ensure_writable_dir(out, "out")
     pages = []
+    verdicts = claims.check(loaded.frame) if opt["compare"] == "paper" else []
     for name, df in loaded.frame.groupby("grid", sort=True):
         rows = evidence.tidy(name, df, reference)
         built = tables.build(name, df) + evidence.paired_table(name, rows)
         if opt["compare"] == "paper":
-            built += paper_tables(name)
+            built += [t for t in [claims.table(verdicts, name)] if t is not None] + paper_tables(name)
         md = "\n".join(render.markdown(t) for t in built)
         print(f"## {name} ({len(df)} records)\n\n{md}")
         if "md" in formats:
@@ -130,7 +131,6 @@ def main(argv: list[str]) -> int:
         if "html" in formats:
             pages.append(html_page(name, df, built, pngs))
     if opt["compare"] == "paper":
-        verdicts = claims.check(loaded.frame)
         text = claims.markdown(verdicts)
         print(text)
         write_text_atomic(out / "claims.md", text)
