@@ -249,3 +249,16 @@ def test_tuned_learning_rates_are_shown(tmp_path):
     md = (tmp_path / "report" / "table3.md").read_text()
     assert "Tuned adapter learning rates (loss)" in md and "| 0.01, 0.003 " in md
     assert (tmp_path / "report" / "figures" / "table3_tuning.png").stat().st_size > 1000
+
+
+def test_the_headline_says_which_cpu_computed_which_seeds():
+    from bench.report.headline import seeds_line
+
+    epyc, xeon = "AMD EPYC (AVX2), 2 cores", "Intel(R) Xeon(R) Processor (AVX-512), 2 cores"
+    computed = {"table5": {"0": {"commit": "aaa", "hardware": epyc}, "1": {"commit": "bbb", "hardware": epyc},
+                           "2": {"commit": "bbb", "hardware": xeon}}}
+    line = seeds_line(computed, "table5", {0: 9, 1: 9, 2: 4})
+    assert line == (f"seeds 0-2 (n = 3; seed 2 in progress (4 of 9 cells)), computed at aaa (seed 0), bbb (seeds 1, 2) "
+                    f"on {epyc} (seeds 0, 1); {xeon} (seed 2)")
+    one = {"table5": {"0": computed["table5"]["0"]}}
+    assert seeds_line(one, "table5", {0: 9}) == f"seed 0 (n = 1), computed at aaa (seed 0) on {epyc}"

@@ -65,7 +65,11 @@ def seeds_line(computed: dict, grid: str, cells: dict[int, int]) -> str:
         by_commit.setdefault(done[str(s)]["commit"], []).append(s)
     commits = ", ".join(f"{c} (seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))})"
                         for c, ss in by_commit.items())
-    cpus = sorted({done[str(s)]["hardware"] for s in seeds})
+    by_cpu: dict[str, list[int]] = {}
+    for s in seeds:
+        by_cpu.setdefault(done[str(s)]["hardware"], []).append(s)
+    cpus = list(by_cpu) if len(by_cpu) == 1 else [
+        f"{c} (seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))})" for c, ss in by_cpu.items()]
     full = max(cells.values())
     partial = "".join(f"; seed {s} in progress ({cells[s]} of {full} cells)" for s in seeds if cells[s] < full)
     return (f"seed{'s' if len(seeds) > 1 else ''} {span} (n = {len(seeds)}{partial}), computed at {commits} "
