@@ -119,10 +119,11 @@ def status(store: Path) -> str:
     computed = _load(store / "computed.json")
     lines = []
     for grid in PUBLISHED:
-        cells: dict[int, int] = {}
+        cells: dict[int, int] = {}   # the seeds computed.json lists: a seed still running is not published
         for path in (store / "records" / grid).glob("*.json"):
             seed = json.loads(path.read_text())["cell"]["seed"]
-            cells[seed] = cells.get(seed, 0) + 1
+            if str(seed) in computed.get(grid, {}):
+                cells[seed] = cells.get(seed, 0) + 1
         if not cells:
             lines.append(f"- `{grid}`: not computed yet")
             continue
