@@ -4,23 +4,35 @@
 #   bash scripts/publish-results.sh                 # table5, table3_budget, zoo; seeds 0-4
 #   bash scripts/publish-results.sh table5 0 1      # one grid, some seeds
 # Resumable: a finished record is never recomputed, so run it again after any stop.
+# It computes HEAD, from a frozen copy (a git worktree): edits made while it runs for hours
+# never reach its jobs, and computed.json names the commit that computed each seed.
 # Each finished seed prints "published GRID seed S" and is noted in STORE/computed.json (commit,
 # CPU); at the end the report and README's headline are rendered. Commit results/cpu and README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h|--help) sed -n '2,8p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,10p' "$0"; exit 0 ;; esac
 bash scripts/setup.sh
-STORE=results/cpu
+ROOT=$(pwd)
+STORE=$ROOT/results/cpu
+commit=$(git rev-parse --short HEAD)
+if git status --porcelain -- bench methods | grep -q .; then
+  echo "note: uncommitted changes in bench/ or methods/ are not published; computing $commit"
+fi
+FROZEN=$(mktemp -d "${TMPDIR:-/tmp}/funlora-publish.XXXXXX")
+git worktree add --quiet --detach "$FROZEN" HEAD
+trap 'git worktree remove --force "$FROZEN" || true' EXIT
 grids=(table5 table3_budget zoo)
 seeds=(0 1 2 3 4)
 if [ $# -ge 1 ]; then grids=("$1"); shift; fi
 if [ $# -ge 1 ]; then seeds=("$@"); fi
 for grid in "${grids[@]}"; do
   for seed in "${seeds[@]}"; do
-    .venv/bin/python -m bench.sweep grid="$grid" scale=cpu store="$STORE" seeds="[$seed]"
-    # which code and CPU computed it (README's headline says so); -dirty: uncommitted changes
-    commit=$(git rev-parse --short HEAD)$(git status --porcelain -- bench methods | grep -q . && echo -dirty || true)
-    .venv/bin/python - "$STORE/computed.json" "$grid" "$seed" "$commit" <<'PY'
+    # the frozen copy's code, in this checkout's environment (its packages come first on the path)
+    (cd "$FROZEN" && PYTHONPATH="$FROZEN" "$ROOT/.venv/bin/python" -m bench.sweep grid="$grid" scale=cpu \
+      store="$STORE" seeds="[$seed]")
+    # which code and CPU computed it (README's headline says so)
+    (cd "$FROZEN" && PYTHONPATH="$FROZEN" "$ROOT/.venv/bin/python" - "$STORE/computed.json" "$grid" "$seed" \
+      "$commit") <<'PY'
 import json, sys, torch
 from pathlib import Path
 from bench.hardware import describe

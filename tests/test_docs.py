@@ -25,7 +25,7 @@ def commands() -> list[tuple[str, str]]:
     out = []
     for page in PAGES:
         for block in FENCE.findall(page.read_text()):
-            for line in block.splitlines():
+            for line in block.replace("\\\n", " ").splitlines():   # a line ending in a backslash goes on
                 line = line.split("  #")[0].strip()
                 if line:
                     out.append((page.relative_to(ROOT).as_posix(), line))
