@@ -120,15 +120,17 @@ def status(store: Path) -> str:
     lines = []
     for grid in PUBLISHED:
         cells: dict[int, int] = {}   # the seeds computed.json lists: a seed still running is not published
+        size = 0
         for path in (store / "records" / grid).glob("*.json"):
             seed = json.loads(path.read_text())["cell"]["seed"]
             if str(seed) in computed.get(grid, {}):
                 cells[seed] = cells.get(seed, 0) + 1
+                size += path.stat().st_size
         if not cells:
             lines.append(f"- `{grid}`: not computed yet")
             continue
         lines.append(f"- `{grid}`: {seeds_line(computed, grid, cells)} of seeds 0-4; "
-                     f"{sum(cells.values())} records")
+                     f"{sum(cells.values())} records ({size / 1e6:.1f} MB)")
     return "\n".join(lines)
 
 
