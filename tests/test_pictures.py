@@ -169,3 +169,18 @@ def test_a_truncated_sample_grid_is_left_out_of_the_report_with_a_warning(tmp_pa
     assert f"warning: {grid} is not a readable PNG" in err
     page = (tmp_path / "report" / "table5.html").read_text()
     assert '<img src="samples/' not in page and not list((tmp_path / "report").rglob("samples/*.png"))
+
+
+def test_a_sample_grid_of_a_label_with_brackets_has_a_valid_url(tmp_path):
+    """A zoo cell's label holds its budget ([budget=1x,budget_strict=False]): the file keeps the label,
+    the page's src is percent-encoded."""
+    grid = tmp_path / "grid.png"
+    Image.fromarray(np.zeros((40, 120), dtype=np.uint8)).save(grid)
+    label = "cifar10_2-2_funlora[budget=1x,budget_strict=False]_midpoint6_s0"
+    make_record(tmp_path, "table5", "cifar10", "2-2", "funlora", 0, 80.0, 85.0, 10028, label=label,
+                sample_grids=[str(grid), str(grid)])
+    assert report_main([f"store={tmp_path}", "grid=table5", "figures=false"]) == 0
+    page = (tmp_path / "report" / "table5.html").read_text()
+    assert (tmp_path / "report" / "samples" / f"table5_{label}_task1.png").exists()
+    assert ('<img src="samples/table5_cifar10_2-2_funlora%5Bbudget%3D1x%2Cbudget_strict%3DFalse%5D_midpoint6_s0_task1.png"'
+            in page)

@@ -16,6 +16,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from .render import DASH, best_rows
 from .tables import Stat, Table
@@ -112,7 +113,8 @@ def page_html(page: Page, out: Path) -> str:
             cells = []
             for t, g in enumerate(grids):
                 rel = _copy(g, out / "samples", f"{page.name}_{label}_task{t + 1}.png") if g else None
-                cells.append(f'<td><img src="{html.escape(rel)}" alt="{html.escape(title)} task {t + 1}"></td>'
+                # a label may hold [ ] = , (a zoo cell's budget): percent-encoded, the src is a valid URL
+                cells.append(f'<td><img src="{html.escape(quote(rel))}" alt="{html.escape(title)} task {t + 1}"></td>'
                              if rel else "<td>-</td>")
             parts.append(f"<tr><td>{html.escape(title)}</td>{''.join(cells)}</tr>")
         parts.append("</tbody></table></div>")
