@@ -6,11 +6,12 @@
 # Resumable: a finished record is never recomputed, so run it again after any stop.
 # It computes HEAD, from a frozen copy (a git worktree): edits made while it runs for hours
 # never reach its jobs, and computed.json names the commit that computed each seed.
-# Each finished seed prints "published GRID seed S" and is noted in STORE/computed.json (commit,
-# CPU); at the end the report and README's headline are rendered. Commit results/cpu and README.md.
+# Each finished seed is noted in STORE/computed.json (commit, CPU), the report and README's
+# headline are rendered from the seeds noted there, and it prints "published GRID seed S":
+# commit results/cpu and README.md then, while the next seed computes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-case "${1:-}" in -h|--help) sed -n '2,10p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,11p' "$0"; exit 0 ;; esac
 bash scripts/setup.sh
 ROOT=$(pwd)
 STORE=$ROOT/results/cpu
@@ -41,8 +42,10 @@ done = json.loads(path.read_text()) if path.exists() else {}
 done.setdefault(grid, {})[seed] = {"commit": commit, "hardware": describe(torch.device("cpu"))}
 path.write_text(json.dumps(done, indent=2, sort_keys=True) + "\n")
 PY
-    echo "published $grid seed $seed ($(date -u +%FT%TZ))"
+    # the published seeds only (the next seed's records, written while it runs, stay out):
+    # results/cpu and README.md are ready to commit while the next seed computes
+    .venv/bin/python -m bench.report store="$STORE" compare=paper published=true >/dev/null
+    .venv/bin/python -m bench.report.headline store="$STORE" readme=README.md
+    echo "published $grid seed $seed ($(date -u +%FT%TZ)): commit results/cpu and README.md"
   done
 done
-.venv/bin/python -m bench.report store="$STORE" compare=paper
-.venv/bin/python -m bench.report.headline store="$STORE" readme=README.md

@@ -101,3 +101,22 @@ def test_headline_refuses_a_readme_without_its_markers(tmp_path):
     res = subprocess.run([sys.executable, "-m", "bench.report.headline", f"store={STORE}", f"readme={readme}"],
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "results:begin" in res.stderr
+
+
+def test_published_true_leaves_out_the_seeds_computed_json_does_not_list(tmp_path):
+    """The report publish-results.sh renders while the next seed computes: only listed seeds count,
+    and a store without computed.json is one error line."""
+    grid = sorted(published())[0]
+    store = tmp_path / "store"
+    (store / "records").mkdir(parents=True)
+    shutil.copytree(STORE / "records" / grid, store / "records" / grid)
+    keep = published()[grid][:2]
+    args = [sys.executable, "-m", "bench.report", f"store={store}", f"grid={grid}", "format=json", "figures=false",
+            "published=true"]
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "computed.json" in res.stderr, res.stderr
+    (store / "computed.json").write_text(json.dumps({grid: {str(s): {} for s in keep}}))
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads((store / "report" / f"{grid}.json").read_text())
+    assert rows and {r["n"] for r in rows} == {len(keep)}

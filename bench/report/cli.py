@@ -1,7 +1,7 @@
 """Render the paper's tables and figures from the records of a store.
 
     python -m bench.report [store=PATH] [grid=NAME] [format=md|latex|json|html|both|all] [out=DIR]
-                           [compare=paper] [reference=METHOD]
+                           [compare=paper] [reference=METHOD] [published=true]
 
 Reads STORE/records/GRID/*.json, aggregates over seeds (mean, std, n, 95% CI), compares
 every method with a reference (default funlora where the grid has it) paired by seed
@@ -10,9 +10,12 @@ STORE/report) a markdown file, a LaTeX (booktabs) file with a standalone documen
 compiles it (GRID_tables.tex), a tidy JSON file and an HTML page of the same numbers
 (index.html links every grid; figures, sample grids and each cell's config included),
 plus figures (PNG and PDF); it prints the markdown tables. ``compare=paper``
-adds the paper's published values and checks its claims (claims.md / claims.json). A
-record that is unreadable, lacks a field, or is stale (its config differs from what the
-grid resolves to now) is reported and left out; every table that can be rendered still is.
+adds the paper's published values and checks its claims (claims.md / claims.json).
+``published=true`` keeps only the seeds STORE/computed.json lists as finished (written by
+scripts/publish-results.sh): a report rendered while a sweep computes the next seed leaves
+that seed out. A record that is unreadable, lacks a field, or is stale (its config differs
+from what the grid resolves to now) is reported and left out; every table that can be
+rendered still is.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class ReportOptions:
     compare: Optional[str] = None
     figures: bool = True
     reference: Optional[str] = None
+    published: bool = False
 
 
 KEYS = {f.name: f.default for f in fields(ReportOptions)}
@@ -96,7 +100,8 @@ def main(argv: list[str]) -> int:
     out = Path(opt["out"]) if opt["out"] else Path(opt["store"]) / "report"
     if out.exists() and not out.is_dir():
         raise BenchError(f"out={out} is a file; give a directory for the report")
-    loaded = records.load(opt["store"], grid)
+    only = records.published_seeds(opt["store"]) if opt["published"] else None
+    loaded = records.load(opt["store"], grid, only)
     for line in loaded.problems + loaded.stale + loaded.incomplete:
         print(f"warning: {line}", file=sys.stderr)
     if loaded.frame.empty:

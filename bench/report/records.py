@@ -80,8 +80,22 @@ def flatten(rec: Record, path: Path) -> dict:
     return row
 
 
-def load(store: str | Path, grid: str | None = None) -> Loaded:
-    """Every record under STORE/records (of one grid if given), flattened, with problems listed."""
+def published_seeds(store: str | Path) -> dict[str, set[int]]:
+    """The seeds STORE/computed.json lists as finished, per grid (written by scripts/publish-results.sh)."""
+    path = Path(store) / "computed.json"
+    if not path.is_file():
+        raise BenchError(f"published=true reads {path}, which does not exist: scripts/publish-results.sh writes it")
+    try:
+        done = json.loads(path.read_text())
+        return {g: {int(s) for s in seeds} for g, seeds in done.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise BenchError(f"{path} is not a map of grid to seeds ({exc})") from None
+
+
+def load(store: str | Path, grid: str | None = None, only: dict[str, set[int]] | None = None) -> Loaded:
+    """Every record under STORE/records (of one grid if given), flattened, with problems listed.
+    ``only`` (grid -> seeds) keeps those seeds' records and leaves the rest out: a seed a sweep is
+    still computing stays out of a report rendered beside it."""
     root = Path(store) / "records"
     if not root.is_dir():
         raise BenchError(f"no records in {store} (expected {root}/GRID/*.json): run python -m bench.sweep first")
@@ -98,6 +112,8 @@ def load(store: str | Path, grid: str | None = None) -> Loaded:
                                 "never in a table")
             continue
         g = rec.grid or path.parent.name
+        if only is not None and rec.cell.seed not in only.get(g, set()):
+            continue
         if g in grids.available():
             overrides = {k: v for k, v in (rec.overrides or {}).items() if k not in CIRCUMSTANTIAL}
             expected = _expected_configs(g, {"scale": rec.cell.scale, **overrides}, rec.cell.seed, cache)
