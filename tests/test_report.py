@@ -262,3 +262,20 @@ def test_the_headline_says_which_cpu_computed_which_seeds():
                     f"on {epyc} (seeds 0, 1); {xeon} (seed 2)")
     one = {"table5": {"0": computed["table5"]["0"]}}
     assert seeds_line(one, "table5", {0: 9}) == f"seed 0 (n = 1), computed at aaa (seed 0) on {epyc}"
+
+
+def test_the_status_lines_count_only_the_seeds_computed_json_lists(tmp_path):
+    """results/README.md's list: a seed still computing (records, no computed.json entry) is not counted."""
+    from bench.report.headline import status
+
+    for grid, seed in [("table3_budget", 0), ("table3_budget", 0), ("table3_budget", 1)]:
+        folder = tmp_path / "records" / grid
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"r{len(list(folder.iterdir()))}.json").write_text(json.dumps({"cell": {"seed": seed}}))
+    xeon = "Intel(R) Xeon(R) Processor (AVX-512), 2 cores"
+    (tmp_path / "computed.json").write_text(json.dumps({"table3_budget": {"0": {"commit": "ccc", "hardware": xeon}}}))
+    lines = status(tmp_path).splitlines()
+    assert "- `table5`: not computed yet" in lines
+    budget = next(ln for ln in lines if ln.startswith("- `table3_budget`"))
+    assert budget.startswith(f"- `table3_budget`: 1 of its 5 seeds (0-4); seed 0 (n = 1), computed at ccc (seed 0) "
+                             f"on {xeon}; 2 records (")

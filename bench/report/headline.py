@@ -129,7 +129,7 @@ def status(store: Path) -> str:
         if not cells:
             lines.append(f"- `{grid}`: not computed yet")
             continue
-        lines.append(f"- `{grid}`: {seeds_line(computed, grid, cells)} of seeds 0-4; "
+        lines.append(f"- `{grid}`: {len(cells)} of its 5 seeds (0-4); {seeds_line(computed, grid, cells)}; "
                      f"{sum(cells.values())} records ({size / 1e6:.1f} MB)")
     return "\n".join(lines)
 
