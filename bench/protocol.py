@@ -275,7 +275,8 @@ class Cell:
                     row = self.evaluate(t, seen, source)
                     write_json_atomic(cached, row)
                     record_provenance(cached, key=f"evaluation:{t}", start=started,
-                                      seconds=row["sampling_seconds"] + row["classifier_seconds"])
+                                      seconds=row["sampling_seconds"] + row["classifier_seconds"],
+                                      hardware=hardware.describe(self.device))
             seconds["sampling"].append(row["sampling_seconds"])
             seconds["classifier"].append(row["classifier_seconds"])
             nfe.append(row["nfe"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,40 @@ def generator_key(cfg: dict) -> str:
 
     strategy = strategies.for_method(cfg["method"]["name"])
     schedule = {"schedule": cfg["generator"]["adapter"]} if strategy.uses_adapter_schedule else {}
-    extra = {"method": cfg["method"], **schedule, **strategy.stage_keys(cfg)}
+    extra = {"method": method_key(cfg), **schedule, **strategy.stage_keys(cfg)}
     if strategy.tunable and cfg["tune"]["name"]:
         extra["tune"] = cfg["tune"]  # the adapters are trained with the learning rate the tuning chose
     return key_of({"backbone": backbone_key(cfg), **extra})
+
+
+def method_key(cfg: dict) -> dict:
+    """The method as its stages see it. A budget (``method.budget=1x``) is replaced by the size it
+    resolves to on the cell's backbone, options left at their defaults are left out: a budgeted
+    method that resolves to what a plain cell runs (the zoo's FunLoRA at 1x is Table V's FunLoRA)
+    keys like that cell and reuses its stages. A method without a budget keeps the key it always had."""
+    if cfg["method"].get("budget") is None:
+        return cfg["method"]
+    model = {k: cfg[k] for k in ("dataset", "model", "image_size")}
+    return json.loads(_resolved_method(json.dumps({"method": cfg["method"], **model}, sort_keys=True)))
+
+
+@lru_cache(maxsize=256)
+def _resolved_method(spec: str) -> str:
+    """``method_key`` of a JSON ``{"method": ..., "dataset", "model", "image_size"}`` (built on the meta device)."""
+    import torch
+
+    import methods
+
+    from .protocol import model_for
+
+    cfg = json.loads(spec)
+    name, options = cfg["method"]["name"], {k: v for k, v in cfg["method"].items() if k != "name"}
+    with torch.device("meta"):
+        unet, _ = model_for(cfg, cfg["dataset"])
+        resolved = methods.build(name, **options).attach(unet).options
+    defaults = methods.build(name).options
+    kept = {k: v for k, v in resolved.items() if k not in ("budget", "budget_strict") and v != defaults.get(k)}
+    return json.dumps({"name": name, **kept}, sort_keys=True)
 
 
 def evaluation_key(cfg: dict) -> str:

@@ -27,7 +27,8 @@ import yaml
 
 from . import grids, local, strategies
 from .config import SCALES, TOP_LEVEL, parse_overrides, typed_merge
-from .data import ensure_available
+from .data import ensure_available, parse_split
+from .data import spec as dataset_spec
 from .errors import BenchError, cli, ensure_writable_dir
 from .jobs import describe_failure, read_record
 from .protocol import dry_build, resolve_device
@@ -149,6 +150,13 @@ class Plan:
                 if key not in self.backbones and not done_marker(StagePaths(c.config, self.artifacts).backbone).exists():
                     self.backbones[key] = c.config
             self.groups.setdefault(generator_key(c.config), []).append(c)
+        # generator groups whose every task is in the store already (a cell of another grid trained them)
+        self.stored = {gk for gk, cells in self.groups.items() if self._generators_stored(cells[0].config)}
+
+    def _generators_stored(self, cfg: dict) -> bool:
+        tasks = len(parse_split(cfg["split"], dataset_spec(cfg["dataset"]).num_classes))
+        folder = StagePaths(cfg, self.artifacts).generators
+        return tasks > 1 and all(done_marker(folder / f"task{t}.pt").exists() for t in range(2, tasks + 1))
 
     def record_path(self, cell) -> Path:
         return self.records / f"{cell.label}.json"
@@ -171,12 +179,16 @@ class Plan:
                 gen = "no generator (classifier on real data)"
             elif st == "ok":
                 gen = f"generators {gk} done"
+            elif gk in self.stored:
+                gen = f"generators {gk} stored"
             else:
                 first = self.groups[gk][0] is c
                 gen = f"generators {gk} {'train' if first else 'reuse'}"
             built = dry_build(c.config)  # every cell's model and method really built (meta device)
             print(f"  [{'done' if st == 'ok' else st:>8s}] {c.label:60s} PPC {built['ppc']:>6d}; {bb}; {gen}")
-        print(f"stages to train: {len(self.backbones)} backbone(s), {len(self.groups)} generator group(s)")
+        stored = f" ({len(self.stored)} more stored already)" if self.stored else ""
+        print(f"stages to train: {len(self.backbones)} backbone(s), {len(self.groups) - len(self.stored)} "
+              f"generator group(s){stored}")
 
 
 def pre_work_checks(plan: Plan, sweep: dict, profile: dict) -> list[str]:

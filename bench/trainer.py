@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .files import load_tensors, quarantine
+from .hardware import describe
 from .locks import record_provenance, stage_lock
 from .record import write_json_atomic
 from .flow import cfm_loss
@@ -157,7 +158,7 @@ def train_flow(model: Callable, params: list[nn.Parameter], x: torch.Tensor, y: 
         res = _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, desc, module, interrupt_at)
         if res.trained:
             record_provenance(ckpt, key=key or ckpt.stem, start=started, seconds=res.run_seconds,
-                              resumed_from=res.resumed_from, steps=res.steps)
+                              resumed_from=res.resumed_from, steps=res.steps, hardware=describe(device))
         return res
 
 

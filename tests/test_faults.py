@@ -135,6 +135,7 @@ def test_two_runs_of_one_cell_train_each_stage_once(tmp_path):
     import sys
     from pathlib import Path
 
+    from bench.hardware import describe
     from bench.locks import provenance
 
     root = Path(__file__).resolve().parents[1]
@@ -149,7 +150,8 @@ def test_two_runs_of_one_cell_train_each_stage_once(tmp_path):
     for stage in (paths.backbone, paths.generator(2), paths.generator(3)):
         runs = provenance(stage)
         assert len(runs) == 1 and runs[0]["steps"] > 0 and runs[0]["seconds"] >= 0, (stage, runs)
-    assert len(provenance(paths.evaluation(2))) == 1
+        assert runs[0]["hardware"] == describe("cpu")   # the CPU whose numbers a reused stage carries
+    assert [r["hardware"] for r in provenance(paths.evaluation(2))] == [describe("cpu")]
     assert Record.load(tmp_path / "r0.json").accuracy == Record.load(tmp_path / "r1.json").accuracy
 
 

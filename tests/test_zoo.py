@@ -147,6 +147,31 @@ def test_budget_cli_is_one_line(capsys, tmp_path):
     assert len(err) == 1 and "smallest PPC possible" in err[0]
 
 
+def test_a_budget_keys_the_stages_by_the_size_it_resolves_to(tmp_path):
+    """The zoo's vanilla_mul at 1x is rank 1, plain vanilla_mul: it reuses that cell's generators and
+    evaluations (nothing trained or written again) and gets its accuracies; at 4x it is its own."""
+    from bench import config
+    from bench.protocol import run_cell
+    from bench.stages import StagePaths, generator_key, method_key
+
+    def cfg(method):
+        return config.resolve({"dataset": "digits", "split": "8-2", "method": method, "scale": "smoke", "seed": 0,
+                               "progress": False, "workdir": str(tmp_path / "art")})
+
+    plain, at_1x = cfg({"name": "vanilla_mul"}), cfg({"name": "vanilla_mul", "budget": "1x", "budget_strict": False})
+    at_4x = cfg({"name": "vanilla_mul", "budget": "4x"})
+    assert method_key(at_1x) == method_key(plain) == {"name": "vanilla_mul"}
+    assert method_key(at_4x)["rank"] > 1 and generator_key(at_4x) != generator_key(plain)
+    assert generator_key(at_1x) == generator_key(plain)
+    first = run_cell(plain, log=lambda *_: None)
+    stages = [StagePaths(plain, tmp_path / "art").generators, StagePaths(plain, tmp_path / "art").evaluations]
+    stamps = {p: p.stat().st_mtime_ns for d in stages for p in d.rglob("*") if ".lock" not in p.name}
+    assert stamps
+    second = run_cell(at_1x, log=lambda *_: None)
+    assert second.accuracy == first.accuracy and second.budget["size"] == 1 and second.budget["met"]
+    assert {p: p.stat().st_mtime_ns for d in stages for p in d.rglob("*") if ".lock" not in p.name} == stamps
+
+
 @pytest.mark.parametrize("grid", ["zoo", "zoo_budget"])
 def test_zoo_grids_build_at_paper_scale_within_budget_or_marked(grid):
     from bench import grids
