@@ -26,8 +26,11 @@ def default_reference(df: pd.DataFrame, reference: str | None) -> str | None:
     return "funlora" if (df["method"] == "funlora").any() else None
 
 
-def _context(row: pd.Series) -> tuple:
-    return tuple(str(row[c]) for c in CONTEXT)
+def context_of(df: pd.DataFrame) -> tuple[str, ...]:
+    """The columns a mean is taken within: CONTEXT, plus the adapter step budget where the
+    grid varies it (table3_budget: 150 and 600 steps are two settings, never pooled)."""
+    steps = "adapter_steps" in df and df["adapter_steps"].nunique(dropna=False) > 1
+    return CONTEXT + (("adapter_steps",) if steps else ())
 
 
 def _without_layers(options: str) -> dict:
@@ -37,7 +40,8 @@ def _without_layers(options: str) -> dict:
 def tidy(grid: str, df: pd.DataFrame, reference: str | None = None) -> list[dict[str, Any]]:
     """One dict per (method + options, setting, metric): mean, std, ci95, n (+ the paired test)."""
     reference = default_reference(df, reference)
-    df = df.assign(_ctx=df.apply(_context, axis=1))
+    context = context_of(df)
+    df = df.assign(_ctx=df.apply(lambda row: tuple(str(row[c]) for c in context), axis=1))
     rows: list[dict[str, Any]] = []
     pairs: list[tuple[dict, Paired]] = []
     for (ctx, method, options), sub in df.groupby(["_ctx", "method", "options"], sort=False):
@@ -53,7 +57,7 @@ def tidy(grid: str, df: pd.DataFrame, reference: str | None = None) -> list[dict
             if s is None:
                 continue
             row = {"grid": grid, "method": method, "label": method_label({"name": method, **json.loads(options)}),
-                   "options": json.loads(options), **dict(zip(CONTEXT, ctx)), "metric": metric,
+                   "options": json.loads(options), **dict(zip(context, ctx)), "metric": metric,
                    "mean": s.mean, "std": s.std, "ci95": s.ci95, "n": s.n}
             if ref_sub is not None and metric in COMPARED:
                 row["reference"] = reference
@@ -77,15 +81,16 @@ def paired_table(grid: str, rows: list[dict[str, Any]], metric: str = "la") -> l
     if not compared:
         return []
     reference = compared[0]["reference"]
-    contexts = list(dict.fromkeys(tuple(r[c] for c in CONTEXT) for r in compared))
-    varying = [i for i, c in enumerate(CONTEXT) if len({ctx[i] for ctx in contexts}) > 1] or [0, 1]
+    context = CONTEXT + (("adapter_steps",) if any("adapter_steps" in r for r in compared) else ())
+    contexts = list(dict.fromkeys(tuple(str(r[c]) for c in context) for r in compared))
+    varying = [i for i, c in enumerate(context) if len({ctx[i] for ctx in contexts}) > 1] or [0, 1]
     header = ["Method"] + [" ".join(ctx[i] for i in varying) for ctx in contexts]
     labels = list(dict.fromkeys(r["label"] for r in compared))
     body = []
     for label in labels:
         line: list[Any] = [label]
         for ctx in contexts:
-            r = next((r for r in compared if r["label"] == label and tuple(r[c] for c in CONTEXT) == ctx), None)
+            r = next((r for r in compared if r["label"] == label and tuple(str(r[c]) for c in context) == ctx), None)
             line.append(None if r is None else _diff_text(r))
         body.append(line)
     name = {"la": "LA", "aia": "AIA", "forgetting": "Forgetting"}[metric]

@@ -246,13 +246,16 @@ def tuning_table(grid, df):
     if part.empty:
         return []
     body, candidates, criterion = [], None, None
-    for (ds, sp, method, options), sub in part.groupby(["dataset", "split", "method", "options"], sort=False):
+    budgets = "adapter_steps" in part and part["adapter_steps"].nunique(dropna=False) > 1
+    part = part.assign(_budget=part["adapter_steps"].map(lambda v: f", {int(v)} adapter steps") if budgets else "")
+    for (ds, sp, method, options, budget), sub in part.groupby(["dataset", "split", "method", "options", "_budget"],
+                                                               sort=False):
         entries = [json.loads(t) for t in sub["tuning"]]
         candidates, criterion = entries[0]["candidates"], entries[0]["criterion"]
         chosen = ", ".join(f"{e['chosen']:g}" for e in entries)
         means = [stat(pd.Series([e["scores"][i] for e in entries]), digits=4) for i in range(len(candidates))]
         label = grids.method_label({"name": method, **json.loads(options)})
-        body.append([f"{label} ({ds} {sp})", chosen] + means)
+        body.append([f"{label} ({ds} {sp}{budget})", chosen] + means)
     header = ["Method", "chosen lr (per seed)"] + [f"lr {c:g}" for c in candidates]
     t = Table(f"{grid['name']}_tuning", f"Tuned adapter learning rates ({criterion})", header, body,
               {i + 2: ("min" if criterion == "loss" else "max") for i in range(len(candidates))})
