@@ -32,7 +32,11 @@ def test_the_report_has_a_table_and_a_verdict_per_budget(tmp_path, capsys):
         for steps, add in ((150, 40.0), (600, 30.0)):
             _budget_record(tmp_path, "vanilla_add", seed, add + seed, steps)
             _budget_record(tmp_path, "vanilla_mul", seed, 60.0 + seed * 0.5, steps)
-    assert report_main([f"store={tmp_path}", "format=md", "figures=false", "compare=paper"]) == 0
+    assert report_main([f"store={tmp_path}", "format=all", "figures=false", "compare=paper"]) == 0
+    # the tidy rows keep the budgets apart: n = 3 seeds each, add's mean 41 at 150 and 31 at 600
+    rows = [r for r in json.loads((tmp_path / "report" / "table3_budget.json").read_text()) if r["metric"] == "la"]
+    add = {r["adapter_steps"]: r for r in rows if r["method"] == "vanilla_add"}
+    assert {s: (r["n"], round(r["mean"], 6)) for s, r in add.items()} == {"150": (3, 41.0), "600": (3, 31.0)}
     md = (tmp_path / "report" / "table3_budget.md").read_text()
     assert "Table III at 150 adapter steps" in md and "Table III at 600 adapter steps" in md
     # the grid's own page says whether mul beats add at each budget (and the gap's growth where checked)
