@@ -83,12 +83,19 @@ def plan_local(jobs: Any, configs: list[dict], gpus: Optional[list[str]] = None,
     return LocalPlan(n, slots, note)
 
 
-def threads_for(executor: str, jobs: int, n_items: int, cores: Optional[int] = None) -> Optional[int]:
-    """Local jobs share the cores: each gets cores // (jobs that can run at once); None elsewhere
-    (a Slurm job gets its cpus_per_task)."""
+def threads_for(executor: str, jobs: int, cores: Optional[int] = None) -> Optional[int]:
+    """Each local job's CPU threads: ``cores // jobs`` (1 under ``jobs=auto`` on the CPU); None
+    elsewhere (a Slurm job gets its cpus_per_task).
+
+    Never more because fewer jobs are queued: a CPU stage's numbers depend on its thread count
+    (oneDNN splits a convolution's weight-gradient sum over the threads), so a backbone trained
+    alone with two threads could not be reproduced by ``bench.run ... threads=1``, nor by the
+    same sweep run with two seeds instead of one. A fixed count per job keeps every stage of a
+    ``jobs=auto`` sweep single-threaded, whatever else the sweep holds.
+    """
     if executor != "local":
         return None
-    return max(1, (cores or usable_cpus()) // max(1, min(jobs, n_items)))
+    return max(1, (cores or usable_cpus()) // max(1, jobs))
 
 
 def least_loaded(slots: list[str], running: list[str]) -> str:

@@ -55,7 +55,10 @@ def record_provenance(path: Path, **entry: Any) -> None:
     """Append a run's entry (host, pid, start, seconds, ...) to ``path.provenance.json``."""
     side = Path(path).with_name(Path(path).name + ".provenance.json")
     entries = read_json(side, lambda obj: isinstance(obj, list)) or []
-    entries.append({"host": socket.gethostname(), "pid": os.getpid(), **entry})
+    import torch   # here, not at the top: the lock helpers are imported where torch is not needed
+
+    # threads: a CPU stage's numbers depend on them (oneDNN splits reductions over the threads)
+    entries.append({"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(), **entry})
     write_json_atomic(side, entries)
 
 

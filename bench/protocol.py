@@ -384,7 +384,8 @@ class Cell:
             analysis=adapter_analysis(adapter) if adapter is not None else None,
             nfe=[NFE(**n) for n in nfe], quality=quality, tuning=self.tuning,
             seconds=Seconds(**seconds, total=sum(sum(v) for v in seconds.values())),
-            device=str(self.device), hardware=hardware.describe(self.device), torch=torch.__version__,
+            device=str(self.device), hardware=hardware.describe(self.device), threads=torch.get_num_threads(),
+            torch=torch.__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), config=cfg)
 
 

@@ -141,11 +141,8 @@ def queue(plan: Plan, sweep: dict, overrides: dict) -> tuple[list[Item], list[It
     # Groups without a generator (a classifier on real data: a fraction of a generator group's
     # time) go last, so that they fill the cores at the end instead of delaying the long ones.
     cells.sort(key=lambda item: not strategies.for_method(item.payload[0]["config"]["method"]["name"]).has_generator)
-    free = [item for item in cells if not item.after]
-    for item in backbones:   # locally it shares the cores with the other backbones and the free groups
-        item.threads = local.threads_for(sweep["executor"], sweep["jobs"], len(backbones) + len(free))
-    for item in cells:
-        item.threads = local.threads_for(sweep["executor"], sweep["jobs"], len(cells))
+    for item in backbones + cells:   # the same count for every job: it is part of a CPU stage's numbers
+        item.threads = local.threads_for(sweep["executor"], sweep["jobs"])
     return backbones, cells, gpus
 
 

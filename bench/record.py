@@ -115,6 +115,7 @@ class Record:
     sample_grids: Optional[list[Optional[str]]] = None           # per task: PNG of n samples per seen class
     implementation: Optional[dict[str, str]] = None              # how the adapter computed (FunLoRA's kernel)
     hardware: Optional[str] = None                               # the CPU model or GPU it was computed on
+    threads: Optional[int] = None                                # torch's CPU threads (CPU numbers depend on them)
 
     # ---- JSON -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

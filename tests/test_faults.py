@@ -140,7 +140,7 @@ def test_two_runs_of_one_cell_train_each_stage_once(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "bench.run", "dataset=digits", "split=6-2", "method=vanilla_mul", "scale=smoke",
-           f"workdir={tmp_path / 'art'}", "progress=false"]
+           f"workdir={tmp_path / 'art'}", "progress=false", "threads=1"]
     procs = [subprocess.Popen(cmd + [f"out={tmp_path / f'r{i}.json'}"], cwd=root, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -151,8 +151,10 @@ def test_two_runs_of_one_cell_train_each_stage_once(tmp_path):
         runs = provenance(stage)
         assert len(runs) == 1 and runs[0]["steps"] > 0 and runs[0]["seconds"] >= 0, (stage, runs)
         assert runs[0]["hardware"] == describe("cpu")   # the CPU whose numbers a reused stage carries
+        assert runs[0]["threads"] == 1                  # and the thread count they depend on
     assert [r["hardware"] for r in provenance(paths.evaluation(2))] == [describe("cpu")]
-    assert Record.load(tmp_path / "r0.json").accuracy == Record.load(tmp_path / "r1.json").accuracy
+    r0, r1 = Record.load(tmp_path / "r0.json"), Record.load(tmp_path / "r1.json")
+    assert r0.accuracy == r1.accuracy and r0.threads == r1.threads == 1
 
 
 class _SignalsWhilePickled:

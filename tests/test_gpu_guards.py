@@ -217,7 +217,7 @@ def test_threads_and_local_jobs_come_from_the_cpus_this_process_may_use(monkeypa
     monkeypatch.setattr(local, "usable_cpus", lambda: 2)
     monkeypatch.setattr(local.os, "cpu_count", lambda: 64)   # the node's, not this process's
     assert local.plan_local("auto", [{"device": "cpu", "scale": "cpu"}] * 9, gpus=[]).jobs == 2
-    assert local.threads_for("local", 1, 1) == 2
+    assert local.threads_for("local", 1) == 2 and local.threads_for("local", 2) == 1
 
 
 def test_deterministic_replaces_a_cublas_workspace_that_is_not_deterministic(monkeypatch):

@@ -181,7 +181,7 @@ def test_local_queue_runs_free_cells_beside_the_backbone_and_waits_for_it(monkey
 
     monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
     monkeypatch.setattr(sweep.local, "usable_cpus", lambda: 4)
-    threads = sweep.local.threads_for("local", 2, 3)
+    threads = sweep.local.threads_for("local", 2)
     items = [sweep.Item("backbone", {"name": "bb", "polls": 3}, key="k", threads=threads),
              sweep.Item("cells", {"name": "adapter", "polls": 1}, after=frozenset({"k"}), threads=threads),
              sweep.Item("cells", {"name": "bound", "polls": 1}, threads=threads)]
@@ -193,6 +193,24 @@ def test_local_queue_runs_free_cells_beside_the_backbone_and_waits_for_it(monkey
     assert log.index(("done", "bb")) < log.index(("submit", "adapter"))  # after it
     assert {j.threads for j in ex.jobs.values()} == {"2"}               # 4 cores, 2 jobs at once
     sweep.LIVE_JOBS.clear()
+
+
+def test_every_local_job_gets_the_same_threads_however_few_are_queued(tmp_path, monkeypatch):
+    """A CPU stage's numbers depend on its thread count, so a lone backbone gets no more threads
+    than a crowded sweep's: with 2 cores and jobs=auto, one seed of table3_budget (a single
+    backbone, nothing beside it) runs single-threaded like two seeds do (it got 2 threads)."""
+    from bench import local
+    from bench.queue import queue
+    from bench.sweep import Plan
+
+    monkeypatch.setattr(local, "usable_cpus", lambda: 2)
+    for seeds in ([0], [0, 1]):
+        overrides = {"scale": "cpu", "seeds": seeds}
+        sweep = {"executor": "local", "jobs": "auto"}
+        backbones, cells, _ = queue(Plan("table3_budget", overrides, tmp_path / "store"), sweep, overrides)
+        assert sweep["jobs"] == 2 and len(backbones) == len(seeds)
+        assert {item.threads for item in backbones + cells} == {1}, seeds
+    assert local.threads_for("local", 1, cores=4) == 4 and local.threads_for("slurm", 1) is None
 
 
 def test_cells_phase_after_a_backbone_phase_does_not_wait(monkeypatch):
