@@ -39,6 +39,10 @@ def test_the_report_has_a_table_and_a_verdict_per_budget(tmp_path, capsys):
     assert {s: (r["n"], round(r["mean"], 6)) for s, r in add.items()} == {"150": (3, 41.0), "600": (3, 31.0)}
     md = (tmp_path / "report" / "table3_budget.md").read_text()
     assert "Table III at 150 adapter steps" in md and "Table III at 600 adapter steps" in md
+    # the time table too: a row per method and budget, budgets in increasing order (it pooled them)
+    time_rows = [ln.split("|")[1].strip() for ln in md.split("### Supplementary: time")[1].split("###")[0].splitlines()
+                 if ln.startswith("| V")]
+    assert time_rows == [f"Vanilla {m} (fashion_mnist 2-2, {s} adapter steps)" for m in ("add", "mul") for s in (150, 600)]
     # the grid's own page says whether mul beats add at each budget (and the gap's growth where checked)
     claims_md = md.split("### The paper's claims on these records")[1].split("###")[0]
     assert claims_md.count("| The multiplicative adapter beats the additive one at each adapter budget") == 2

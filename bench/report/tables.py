@@ -215,12 +215,27 @@ def forgetting_table(grid, df):
     return tables
 
 
+def settings(df: pd.DataFrame):
+    """(label, rows) per method, options and adapter budget, in the records' order: a supplementary
+    table never pools two settings of a method (table3_budget's 150 and 600 steps, zoo_budget's
+    budgets) into one mean."""
+    budgets = "adapter_steps" in df and df["adapter_steps"].nunique(dropna=False) > 1
+    df = df.assign(_budget=df["adapter_steps"].map(lambda v: f", {int(v)} adapter steps") if budgets else "")
+    if budgets:   # each method's budgets in increasing order, the methods in the records' order
+        first = {m: i for i, m in enumerate(pd.unique(df["method"]))}
+        df = df.assign(_first=df["method"].map(first)).sort_values(["_first", "adapter_steps"], kind="stable")
+    options_vary = df.groupby("method")["options"].nunique()
+    for (ds, sp, method, options, budget), sub in df.groupby(["dataset", "split", "method", "options", "_budget"],
+                                                             sort=False):
+        name = (grids.method_label({"name": method, **json.loads(options)}) if options_vary[method] > 1
+                else name_of(method))
+        yield f"{name} ({ds} {sp}{budget})", sub
+
+
 def time_table(grid, df):
-    body = []
-    for (ds, sp, method), sub in df.groupby(["dataset", "split", "method"], sort=False):
-        body.append([f"{name_of(method)} ({ds} {sp})"] +
-                    [stat(sub[c], digits=1) for c in ("gen_seconds", "sampling_seconds", "classifier_seconds",
-                                                      "total_seconds")])
+    body = [[label] + [stat(sub[c], digits=1) for c in ("gen_seconds", "sampling_seconds", "classifier_seconds",
+                                                        "total_seconds")]
+            for label, sub in settings(df)]
     header = ["Method", "Generator (s)", "Sampling (s)", "Classifier (s)", "Total (s)"]
     return [Table(f"{grid['name']}_time", f"Supplementary: time ({grid['name']})", header, body)]
 
@@ -231,9 +246,7 @@ def quality_table(grid, df):
         return []
     tables = []
     for extractor, part in df.dropna(subset=["q_extractor"]).groupby("q_extractor"):
-        body = []
-        for (ds, sp, method), sub in part.groupby(["dataset", "split", "method"], sort=False):
-            body.append([f"{name_of(method)} ({ds} {sp})"] + [stat(sub[c], digits=3) for c in cols])
+        body = [[label] + [stat(sub[c], digits=3) for c in cols] for label, sub in settings(part)]
         header = ["Method"] + [c[2:].upper() if c[2:] in ("fid", "kid") else c[2:] for c in cols]
         best = {i + 1: ("min" if c[2:] in ("fid", "kid") else "max") for i, c in enumerate(cols)}
         tables.append(Table(f"{grid['name']}_quality", f"Image quality, features: {extractor}", header, body, best))
@@ -241,24 +254,22 @@ def quality_table(grid, df):
 
 
 def tuning_table(grid, df):
-    """tune=lr: the learning rate chosen per method (over seeds) and the mean criterion per candidate."""
+    """tune=lr: the learning rate chosen per method (over seeds) and the mean criterion per candidate.
+
+    No column is marked best: candidates are compared within a row (its chosen lr), never
+    across methods, whose losses are not on one scale."""
     part = df.dropna(subset=["tuning"]) if "tuning" in df else df.iloc[:0]
     if part.empty:
         return []
     body, candidates, criterion = [], None, None
-    budgets = "adapter_steps" in part and part["adapter_steps"].nunique(dropna=False) > 1
-    part = part.assign(_budget=part["adapter_steps"].map(lambda v: f", {int(v)} adapter steps") if budgets else "")
-    for (ds, sp, method, options, budget), sub in part.groupby(["dataset", "split", "method", "options", "_budget"],
-                                                               sort=False):
+    for label, sub in settings(part):
         entries = [json.loads(t) for t in sub["tuning"]]
         candidates, criterion = entries[0]["candidates"], entries[0]["criterion"]
         chosen = ", ".join(f"{e['chosen']:g}" for e in entries)
         means = [stat(pd.Series([e["scores"][i] for e in entries]), digits=4) for i in range(len(candidates))]
-        label = grids.method_label({"name": method, **json.loads(options)})
-        body.append([f"{label} ({ds} {sp}{budget})", chosen] + means)
+        body.append([label, chosen] + means)
     header = ["Method", "chosen lr (per seed)"] + [f"lr {c:g}" for c in candidates]
-    t = Table(f"{grid['name']}_tuning", f"Tuned adapter learning rates ({criterion})", header, body,
-              {i + 2: ("min" if criterion == "loss" else "max") for i in range(len(candidates))})
+    t = Table(f"{grid['name']}_tuning", f"Tuned adapter learning rates ({criterion})", header, body)
     t.footnotes.append("Criterion on a validation split of the training data (never the test set): "
                        + ("held-out flow-matching loss, lower is better." if criterion == "loss"
                           else "validation accuracy, higher is better."))
