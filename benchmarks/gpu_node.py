@@ -12,7 +12,8 @@ Checks, each a pass or a fail with its figures:
                same record as an uninterrupted run
   determinism  two fresh runs of that cell with deterministic=true: equal records; the seconds of
                a run without it (the cost of deterministic kernels); the three run one at a time,
-               alone on the machine, so that the cost is not contention
+               alone on the machine, so that the cost is not contention (``--smoke``: side by
+               side with the resume sequence, one per core; their seconds then say nothing)
   table5       Table V at scale=cpu, one seed, through ``bench.sweep``: wall time
   perf         ``benchmarks/perf.py --json --methods all`` in fp32 and bf16: FunLoRA's step over
                vanilla_mul's at the paper's mix (target <= 1.05, reported apart from the checks)
@@ -26,6 +27,7 @@ Writes OUT/check.json (every figure, a pass and a wall time per check) and OUT/c
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,18 +148,27 @@ def _kill_during(node: Node, name: str, ckpt: Path, timeout: float = 600) -> dic
 def check_resume_and_determinism(node: Node) -> tuple[dict, dict]:
     """Reference, a second fresh run (determinism) and a run without deterministic=true (cost),
     one at a time and alone (their seconds are compared); then the kill-and-resume sequence;
-    then the records are compared."""
+    then the records are compared. ``--smoke`` (one thread a process, seconds not compared):
+    the four sequences run side by side, one per core."""
     cfg = config.resolve([*cell_args(node.smoke, node.quick), *node.data, f"device={node.device}"])
-    runs: dict[str, subprocess.CompletedProcess] = {}
-    for name, extra in (("reference", ["deterministic=true"]), ("second", ["deterministic=true"]),
-                        ("nondeterministic", ["deterministic=false"])):
-        runs[name] = node.run(node.cell(name, extra), timeout=1200)
     paths = StagePaths(cfg, node.scratch / "killed")
-    kills = {"backbone": _kill_during(node, "killed", paths.backbone)}
-    if kills["backbone"]["killed"]:
-        kills["adapter_task2"] = _kill_during(node, "killed", paths.generator(2))
-    final = node.run(node.cell("killed", ["deterministic=true"]), timeout=1200)
-    rec = {n: _record(node, n, p) for n, p in {**runs, "killed": final}.items()}
+    kills: dict = {}
+
+    def killed_sequence() -> subprocess.CompletedProcess:
+        kills["backbone"] = _kill_during(node, "killed", paths.backbone)
+        if kills["backbone"]["killed"]:
+            kills["adapter_task2"] = _kill_during(node, "killed", paths.generator(2))
+        return node.run(node.cell("killed", ["deterministic=true"]), timeout=1200)
+
+    sequences = {name: functools.partial(node.run, node.cell(name, extra), timeout=1200)
+                 for name, extra in (("reference", ["deterministic=true"]), ("second", ["deterministic=true"]),
+                                     ("nondeterministic", ["deterministic=false"]))}
+    sequences["killed"] = killed_sequence
+    workers = min(len(sequences), len(os.sched_getaffinity(0))) if node.smoke else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:   # one worker: in this order, alone
+        futures = {name: pool.submit(fn) for name, fn in sequences.items()}
+        runs = {name: f.result() for name, f in futures.items()}
+    rec = {n: _record(node, n, p) for n, p in runs.items()}
     resume: dict = {"kills": kills}
     if rec["reference"] and rec["killed"]:
         resume["differences"] = differences(rec["reference"], rec["killed"])
@@ -164,7 +176,7 @@ def check_resume_and_determinism(node: Node) -> tuple[dict, dict]:
                       and resume.get("differences") == [])
     if not resume["pass"]:
         resume["detail"] = _tail(final) or "; ".join(k.get("detail", "") for k in kills.values() if k.get("detail"))
-    det: dict = {}
+    det: dict = {"side_by_side": workers > 1}
     if rec["reference"] and rec["second"]:
         det["differences"] = differences(rec["reference"], rec["second"])
         det["la"] = [round(rec["reference"].la, 4), round(rec["second"].la, 4)]
@@ -280,7 +292,7 @@ def _figures(name: str, c: dict) -> str:
     if name == "determinism":
         return (f"LA {c.get('la')}, differences: {c.get('differences') or 'none'}; "
                 f"{c.get('seconds_deterministic')} s deterministic vs {c.get('seconds_nondeterministic')} s "
-                f"without (x{c.get('cost_ratio')})")
+                f"without (x{c.get('cost_ratio')})" + (", side by side" if c.get("side_by_side") else ""))
     if name == "table5":
         return f"{c['records']} records in {c['wall_seconds']} s wall ({c['jobs']}); LA {c['la']}"
     if name == "perf":

@@ -4,10 +4,12 @@ A command is a line of a fenced ``bash`` block. Cheap forms: sweeps as dry runs 
 temporary store, cells at scale=smoke, reports on a store of a few records, scripts and
 benchmarks with ``--help``; ``bench.inspect`` as it is.
 """
+import os
 import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -87,13 +89,30 @@ def test_the_pages_show_commands():
     assert len(CASES) >= 20 and any(line.startswith("bash scripts/quickstart.sh") for _, line in CASES)
 
 
+def _run_cheap(line: str, tmp: Path) -> tuple[list[str] | None, subprocess.CompletedProcess | None]:
+    args = cheap(line, tmp)
+    if args is None:
+        return None, None
+    return args, subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp), "OMP_NUM_THREADS": "1",
+                                     "CUDA_VISIBLE_DEVICES": ""})
+
+
+@pytest.fixture(scope="module")
+def shown_commands(request, tmp_path_factory) -> dict:
+    """The selected commands, started side by side (one thread each, one per core: most of a
+    command's time is Python's); each test waits for its own."""
+    selected = [item.callspec.params["line"] for item in request.session.items
+                if item.originalname == "test_every_command_shown_runs" and hasattr(item, "callspec")]
+    pool = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)))
+    request.addfinalizer(pool.shutdown)
+    return {line: pool.submit(_run_cheap, line, tmp_path_factory.mktemp("cmd")) for line in dict.fromkeys(selected)}
+
+
 @pytest.mark.parametrize("page, line", CASES, ids=[f"{p}: {c[:60]}" for p, c in CASES])
-def test_every_command_shown_runs(page, line, tmp_path):
-    args = cheap(line, tmp_path)
+def test_every_command_shown_runs(page, line, shown_commands):
+    args, res = shown_commands[line].result()
     assert args is not None, f"{page}: {line!r} is not a command of this suite (python -m bench.*, benchmarks/, scripts/)"
-    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1",
-                              "CUDA_VISIBLE_DEVICES": ""})
     assert res.returncode == 0, f"{page}: {' '.join(args)}\n{res.stdout[-1500:]}\n{res.stderr[-1500:]}"
     assert "Traceback" not in res.stderr, res.stderr[-2000:]
 

@@ -113,6 +113,7 @@ def test_gpu_node_check_runs_every_check_on_the_cpu(tmp_path):
     assert kills["backbone"]["killed"] and 0 < kills["backbone"]["at_step"] < 60
     assert kills["adapter_task2"]["killed"] and 0 < kills["adapter_task2"]["at_step"] < 24
     assert res["checks"]["resume"]["differences"] == [] and res["checks"]["determinism"]["differences"] == []
+    assert res["checks"]["determinism"]["side_by_side"] is (len(os.sched_getaffinity(0)) > 1)
     md = (out / "check.md").read_text()
     assert md.startswith("# GPU node check: PASS") and "| resume | pass |" in md
 

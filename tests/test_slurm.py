@@ -73,7 +73,7 @@ def test_preempted_training_resumes_from_its_checkpoint(tmp_path):
     from bench.stages import StagePaths
 
     cfg = config.resolve({"dataset": "digits", "split": "5-5", "scale": "smoke", "progress": False,
-                          "generator": {"task1": {"max_steps": 400, "epochs": 400, "ckpt_every": 10}}})
+                          "generator": {"task1": {"max_steps": 150, "epochs": 150, "ckpt_every": 10}}})
     artifacts = tmp_path / "artifacts"
     ckpt = StagePaths(cfg, artifacts).backbone
     ex = submitit.AutoExecutor(folder=str(tmp_path / "logs"), cluster="slurm")
@@ -87,7 +87,7 @@ def test_preempted_training_resumes_from_its_checkpoint(tmp_path):
     job._interrupt()  # SIGUSR2, as Slurm sends before preemption / time limit
     result = job.result()
     assert result["resumed_from"] > 0, result
-    assert result["steps"] == 400
+    assert result["steps"] == 150
 
 
 def test_device_cuda_submits_from_a_login_node_without_gpu_and_the_job_says_why_it_failed(tmp_path, capsys):
