@@ -13,7 +13,7 @@ from typing import Any, Optional
 from tqdm.auto import tqdm
 
 from . import local, strategies
-from .estimate import TimeLeft, estimate
+from .estimate import TimeLeft, estimate, relative_work
 from .jobs import StageJob
 from .stages import backbone_key
 
@@ -138,9 +138,13 @@ def queue(plan: Plan, sweep: dict, overrides: dict) -> tuple[list[Item], list[It
              for group in plan.groups.values()]
     # Locally one queue: a cell group starts once its backbone is done, and groups that need
     # none (the bounds) fill the other cores meanwhile. Slurm and debug: backbones, then cells.
-    # Groups without a generator (a classifier on real data: a fraction of a generator group's
-    # time) go last, so that they fill the cores at the end instead of delaying the long ones.
-    cells.sort(key=lambda item: not strategies.for_method(item.payload[0]["config"]["method"]["name"]).has_generator)
+    # Locally the heaviest generator groups go first (longest-processing-time order), so that the
+    # last one does not run alone at the end; groups without a generator (a classifier on real
+    # data: a fraction of a generator group's time) go last, to fill the cores at the end.
+    work = {id(item): relative_work([c["config"] for c in item.payload]) if sweep["executor"] == "local" else 0.0
+            for item in cells}
+    cells.sort(key=lambda item: (not strategies.for_method(item.payload[0]["config"]["method"]["name"]).has_generator,
+                                 -work[id(item)]))
     for item in backbones + cells:   # the same count for every job: it is part of a CPU stage's numbers
         item.threads = local.threads_for(sweep["executor"], sweep["jobs"])
     return backbones, cells, gpus

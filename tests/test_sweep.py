@@ -214,6 +214,31 @@ def test_every_local_job_gets_the_same_threads_however_few_are_queued(tmp_path, 
     assert local.threads_for("local", 1, cores=4) == 4 and local.threads_for("slurm", 1) is None
 
 
+def test_the_local_queue_starts_the_heaviest_groups_first(tmp_path, monkeypatch):
+    """table3_budget, one seed, two cores: in grid order the last group was a 600-step one, run
+    alone for an hour at the end; heaviest first, the three 600-step groups start first and the
+    150-step ones fill the cores after them (and the estimate's placement of that order ends sooner)."""
+    from bench import local
+    from bench.estimate import makespan, relative_work
+    from bench.queue import queue
+    from bench.sweep import Plan
+
+    monkeypatch.setattr(local, "usable_cpus", lambda: 2)
+    overrides = {"scale": "cpu", "seeds": [0]}
+    sweep = {"executor": "local", "jobs": "auto"}
+    _, cells, _ = queue(Plan("table3_budget", overrides, tmp_path / "store"), sweep, overrides)
+    steps = [item.payload[0]["config"]["generator"]["adapter"]["max_steps"] for item in cells]
+    assert steps == [600, 600, 600, 150, 150, 150], steps
+    work = [relative_work([c["config"] for c in item.payload]) for item in cells]
+    assert work == sorted(work, reverse=True) and work[0] > 2 * work[-1]
+    slurm = {"executor": "slurm", "jobs": "auto"}   # Slurm runs the jobs as it likes: grid order
+    _, in_grid_order, _ = queue(Plan("table3_budget", overrides, tmp_path / "store"), slurm, overrides)
+    assert [item.payload[0]["config"]["generator"]["adapter"]["max_steps"] for item in in_grid_order][:2] == [150, 600]
+    grid_work = [relative_work([c["config"] for c in item.payload]) for item in in_grid_order]
+    free = ([frozenset()] * 6, [None] * 6)
+    assert makespan(work, *free, slots=2)[0] < makespan(grid_work, *free, slots=2)[0]
+
+
 def test_cells_phase_after_a_backbone_phase_does_not_wait(monkeypatch):
     """Slurm and debug dispatch backbones and cells apart: backbones of an earlier phase count as done."""
     import bench.queue as sweep
