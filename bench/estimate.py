@@ -186,10 +186,13 @@ def relative_work(cells: list[dict]) -> float:
         counts = Counts({c: cfg["train_per_class"] or NOMINAL_TRAIN for c in range(n)},
                         {c: cfg["test_per_class"] or NOMINAL_TEST for c in range(n)}, cfg["sampling"]["per_class"])
         tasks = data_mod.task_classes(cfg["split"], n, data_mod.class_order(n, cfg["class_order"], cfg["seed"]))
+        before = set(shared)
         w = Workload(cfg, counts, tasks, shared)
         try:
             cell_work(w, cfg)
-        except ValueError:   # an adaptive solver: its NFE is unknown before it samples; counted as one
+        except ValueError:   # an adaptive solver: its NFE is unknown before it samples; told as 1
+            shared.intersection_update(before)
+            w = Workload(cfg, counts, tasks, shared)
             w.nfe = lambda: 1
             cell_work(w, cfg)
         units.update(w.units)
