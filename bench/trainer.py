@@ -170,7 +170,7 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
     noise = torch.Generator(device="cpu").manual_seed(seed)
     ema = [p.detach().clone() for p in params]
-    step, start = 0, 0
+    step, start, before = 0, 0, 0.0   # before: the seconds of the runs this one resumes
     # Loaded on the CPU whatever the device: the random states are CPU ByteTensors (a GPU copy
     # of one is refused by set_state); parameters and optimizer state are moved to theirs below.
     state = load_tensors(ckpt, map_location="cpu") if ckpt is not None else None
@@ -186,6 +186,7 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
         step = start = state["step"]
         if state.get("done"):
             return TrainResult(step, state.get("seconds", 0.0), state.get("loss", math.nan), start, trained=False)
+        before = float(state.get("seconds", 0.0))
         ema = [t.to(device) for t in state["ema"]]
         opt.load_state_dict(state["opt"])   # moves the moments to each parameter's device
         sched.load_state_dict(state["sched"])
@@ -206,7 +207,7 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
     t0, loss_value = time.perf_counter(), math.nan
     bar = tqdm(total=total, initial=step, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
     perm, perm_epoch = None, -1
-    _ACTIVE["save"] = lambda: save(False, loss_value, time.perf_counter() - t0)
+    _ACTIVE["save"] = lambda: save(False, loss_value, before + time.perf_counter() - t0)
     while step < total:
         _ACTIVE["safe"] = False
         epoch, b = divmod(step, per_epoch)
@@ -233,7 +234,7 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
         if schedule.ckpt_every and step % schedule.ckpt_every == 0 and step < total:
-            save(False, loss_value, time.perf_counter() - t0)
+            save(False, loss_value, before + time.perf_counter() - t0)
             if interrupt_at is not None and step >= interrupt_at:
                 bar.close()
                 _ACTIVE.update(save=None, safe=False)
@@ -243,10 +244,11 @@ def _train_flow(model, params, x, y, schedule, seed, device, ckpt, progress, des
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
-    seconds = time.perf_counter() - t0
+    run_seconds = time.perf_counter() - t0
+    seconds = before + run_seconds   # the stage's training time, over the runs that reached its checkpoints
     save(True, loss_value, seconds)
     if ckpt is not None:
         write_json_atomic(done_marker(ckpt), {"steps": step, "seconds": round(seconds, 3)})
     if module is not None:
         module.eval()
-    return TrainResult(step, seconds, loss_value, start, run_seconds=seconds)
+    return TrainResult(step, seconds, loss_value, start, run_seconds=run_seconds)

@@ -36,6 +36,22 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(ref.parameters(), again.parameters()))
 
 
+def test_a_resumed_stage_counts_the_seconds_of_the_run_it_resumes(tmp_path):
+    """A record's generator seconds are the stage's training time: a stage killed and resumed
+    counted only the last run's seconds (600 steps resumed at step 100 said 272 s)."""
+    with pytest.raises(Interrupted):
+        _run(tmp_path, interrupt_at=4)
+    ckpt = tmp_path / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=False)
+    state["seconds"] = 1000.0        # as if the first run had taken 1000 s to reach step 4
+    torch.save(state, ckpt)
+    _, res = _run(tmp_path)
+    assert res.resumed_from == 4 and 1000.0 < res.seconds < 1000.0 + 60
+    assert 0 < res.run_seconds < 60 and res.seconds == pytest.approx(1000.0 + res.run_seconds)
+    _, again = _run(tmp_path)        # the finished stage, reused: the same seconds
+    assert again.seconds == res.seconds
+
+
 def test_schedule_steps():
     assert Schedule(epochs=3, batch_size=10).steps(35) == (3, 9)
     assert Schedule(epochs=3, batch_size=10, max_steps=5).steps(35) == (3, 5)
