@@ -279,3 +279,14 @@ def test_the_status_lines_count_only_the_seeds_computed_json_lists(tmp_path):
     budget = next(ln for ln in lines if ln.startswith("- `table3_budget`"))
     assert budget.startswith(f"- `table3_budget`: 1 of its 5 seeds (0-4); seed 0 (n = 1), computed at ccc (seed 0) "
                              f"on {xeon}; 2 records (")
+
+
+def test_times_are_median_and_range_so_that_one_stalled_run_does_not_carry_them():
+    """Table V's LoRA attention sampled one task of one seed for 4,096 s (a stalled job): as a
+    mean ± CI its time read 976.3 ± 2277.5 s; as median [min, max] the stall shows as the max."""
+    import pandas as pd
+
+    from bench.report.tables import spread
+
+    assert spread(pd.Series([100.0, 110.0, 4096.0, 120.0, 90.0])) == "110.0 [90.0, 4096.0]"
+    assert spread(pd.Series([12.34])) == "12.3" and spread(pd.Series([float("nan")])) is None

@@ -232,12 +232,31 @@ def settings(df: pd.DataFrame):
         yield f"{name} ({ds} {sp}{budget})", sub
 
 
+def spread(values: pd.Series, digits: int = 1) -> str | None:
+    """Median [min, max] over seeds (one seed: its value)."""
+    v = values.dropna()
+    if not len(v):
+        return None
+    if len(v) == 1:
+        return f"{v.iloc[0]:.{digits}f}"
+    return f"{v.median():.{digits}f} [{v.min():.{digits}f}, {v.max():.{digits}f}]"
+
+
 def time_table(grid, df):
-    body = [[label] + [stat(sub[c], digits=1) for c in ("gen_seconds", "sampling_seconds", "classifier_seconds",
-                                                        "total_seconds")]
+    """Wall-clock seconds as median [min, max] over seeds, not mean ± CI: a time depends on the
+    machine and its load (the seeds may come from different CPUs), and one stalled run (Table V's
+    LoRA attention sampled one task for 4,096 s, the others in under 60) would carry a mean."""
+    body = [[label] + [spread(sub[c]) for c in ("gen_seconds", "sampling_seconds", "classifier_seconds",
+                                                 "total_seconds")]
             for label, sub in settings(df)]
     header = ["Method", "Generator (s)", "Sampling (s)", "Classifier (s)", "Total (s)"]
-    return [Table(f"{grid['name']}_time", f"Supplementary: time ({grid['name']})", header, body)]
+    table = Table(f"{grid['name']}_time", f"Supplementary: time ({grid['name']})", header, body)
+    ns = sorted({int(sub["total_seconds"].notna().sum()) for _, sub in settings(df)})
+    if ns and ns[-1] > 1:
+        table.footnotes.append(f"Wall-clock seconds, median [min, max] over seeds (n = {ns[0]}"
+                               + (f" to {ns[-1]}" if len(ns) > 1 else "") + "): a time depends on the CPU "
+                               "and its load, and one stalled run would carry a mean.")
+    return [table]
 
 
 def quality_table(grid, df):
