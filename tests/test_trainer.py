@@ -46,8 +46,8 @@ def test_a_resumed_stage_counts_the_seconds_of_the_run_it_resumes(tmp_path):
     state["seconds"] = 1000.0        # as if the first run had taken 1000 s to reach step 4
     torch.save(state, ckpt)
     _, res = _run(tmp_path)
-    assert res.resumed_from == 4 and 1000.0 < res.seconds < 1000.0 + 60
-    assert 0 < res.run_seconds < 60 and res.seconds == pytest.approx(1000.0 + res.run_seconds)
+    assert res.resumed_from == 4 and res.run_seconds > 0
+    assert res.seconds == pytest.approx(1000.0 + res.run_seconds)   # not this run's seconds alone
     _, again = _run(tmp_path)        # the finished stage, reused: the same seconds
     assert again.seconds == res.seconds
 
