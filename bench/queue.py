@@ -117,6 +117,15 @@ def job_warnings(job) -> list[str]:
             if ln.startswith("warning:") and "is damaged" in ln]
 
 
+def _work(item: Item) -> float:
+    """A cell group's relative work for the queue's order; 0 (grid order) where a method's
+    planning hooks cannot tell it: an order is a heuristic and never stops a sweep."""
+    try:
+        return relative_work([c["config"] for c in item.payload])
+    except Exception:  # noqa: BLE001 - e.g. a plugin method whose plan hooks need its data
+        return 0.0
+
+
 def queue(plan: Plan, sweep: dict, overrides: dict) -> tuple[list[Item], list[Item], list[str]]:
     """The sweep's jobs in queue order, backbones then cell groups, with their threads; sets
     ``sweep["jobs"]`` (slots) and returns the local GPU slots."""
@@ -141,8 +150,7 @@ def queue(plan: Plan, sweep: dict, overrides: dict) -> tuple[list[Item], list[It
     # Locally the heaviest generator groups go first (longest-processing-time order), so that the
     # last one does not run alone at the end; groups without a generator (a classifier on real
     # data: a fraction of a generator group's time) go last, to fill the cores at the end.
-    work = {id(item): relative_work([c["config"] for c in item.payload]) if sweep["executor"] == "local" else 0.0
-            for item in cells}
+    work = {id(item): _work(item) if sweep["executor"] == "local" else 0.0 for item in cells}
     cells.sort(key=lambda item: (not strategies.for_method(item.payload[0]["config"]["method"]["name"]).has_generator,
                                  -work[id(item)]))
     for item in backbones + cells:   # the same count for every job: it is part of a CPU stage's numbers

@@ -242,6 +242,11 @@ def test_the_local_queue_starts_the_heaviest_groups_first(tmp_path, monkeypatch)
     dopri = config.resolve({**cfg, "solver": {"name": "dopri5"}})
     one_step = config.resolve({**cfg, "solver": {"name": "euler", "steps": 1}})
     assert relative_work([dopri]) == relative_work([one_step]) > 0
+    import bench.queue as queue_mod   # a method whose work cannot be told: grid order, the sweep goes on
+
+    monkeypatch.setattr(queue_mod, "relative_work", lambda cells: 1 / 0)
+    _, fallback, _ = queue(Plan("table3_budget", overrides, tmp_path / "store"), dict(sweep), overrides)
+    assert [item.payload[0]["label"] for item in fallback] == [item.payload[0]["label"] for item in in_grid_order]
 
 
 def test_cells_phase_after_a_backbone_phase_does_not_wait(monkeypatch):
