@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import config  # noqa: E402
+from bench.hardware import usable_cpus  # noqa: E402
 from bench.record import Record  # noqa: E402
 from bench.stages import StagePaths  # noqa: E402
 from bench.trainer import done_marker  # noqa: E402
@@ -164,7 +165,7 @@ def check_resume_and_determinism(node: Node) -> tuple[dict, dict]:
                  for name, extra in (("reference", ["deterministic=true"]), ("second", ["deterministic=true"]),
                                      ("nondeterministic", ["deterministic=false"]))}
     sequences["killed"] = killed_sequence
-    workers = min(len(sequences), len(os.sched_getaffinity(0))) if node.smoke else 1
+    workers = min(len(sequences), usable_cpus()) if node.smoke else 1
     with ThreadPoolExecutor(max_workers=workers) as pool:   # one worker: in this order, alone
         futures = {name: pool.submit(fn) for name, fn in sequences.items()}
         runs = {name: f.result() for name, f in futures.items()}
@@ -189,7 +190,8 @@ def check_resume_and_determinism(node: Node) -> tuple[dict, dict]:
         det["cost_ratio"] = round(det["seconds_deterministic"] / det["seconds_nondeterministic"], 3)
     det["pass"] = det.get("differences") == []
     if not det["pass"]:
-        det["detail"] = next((_tail(p) for p in runs.values() if p.returncode), "records differ")
+        det["detail"] = next((_tail(runs[n]) for n in ("reference", "second", "nondeterministic")
+                              if runs[n].returncode), "records differ")
     return resume, det
 
 

@@ -4,7 +4,6 @@ A command is a line of a fenced ``bash`` block. Cheap forms: sweeps as dry runs 
 temporary store, cells at scale=smoke, reports on a store of a few records, scripts and
 benchmarks with ``--help``; ``bench.inspect`` as it is.
 """
-import os
 import re
 import shlex
 import subprocess
@@ -14,6 +13,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+
+from bench.hardware import usable_cpus
 
 from .test_report import make_record
 
@@ -109,7 +110,7 @@ def shown_commands(request, tmp_path_factory) -> dict:
     setup = [line for line in selected if line.split()[:2] == ["bash", "scripts/setup.sh"]]
     with ThreadPoolExecutor(max_workers=1) as alone:
         started = {line: alone.submit(_run_cheap, line, tmp_path_factory.mktemp("cmd")) for line in setup}
-    pool = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)))
+    pool = ThreadPoolExecutor(max_workers=usable_cpus())
     request.addfinalizer(pool.shutdown)
     return {**started, **{line: pool.submit(_run_cheap, line, tmp_path_factory.mktemp("cmd"))
                           for line in selected if line not in started}}
