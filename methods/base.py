@@ -9,7 +9,7 @@ Override points (everything else is shared; see ``docs/adding-a-method.md``):
 
 ============================  ==========================================================
 ``Options``                   a dataclass of the method's options (subclass
-                              ``AdapterOptions``); ``Options.validate`` checks values
+                              ``AdapterOptions``, methods/options.py); ``validate`` checks values
 ``target`` / ``select_targets``  which layers are wrapped: ``"conv2d"`` (the paper's
                               Conv2d indices, option ``layers``), ``"attention"``, ``"none"``
 ``new_layer_params``          one class's initial parameters for one layer (identity)
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -35,61 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .options import AdapterOptions, build_options, positive_int  # noqa: F401  (plugins import them from here)
 from .targets import MethodError, select_conv2d, set_submodule
-
-
-@dataclass
-class AdapterOptions:
-    """Options every method has. ``layers``: Conv2d index ranges (``40-54``) or ``auto``
-    (the backbone's ``adapter_layers``); ``target_modules``: module names instead of
-    indices; ``train_embedding``: train the new classes' label-embedding rows;
-    ``grouped_conv``: run a mixed batch's classes as one grouped convolution (weight form);
-    ``budget``: a PPC limit (an integer, or ``<f>x`` times FunLoRA's PPC on the same layers)
-    that sets the method's size option (``methods/budget.py``); ``budget_strict=false``
-    keeps a method that cannot fit at its smallest size (marked in the record)."""
-
-    layers: Any = "auto"
-    target_modules: Optional[list[str]] = None
-    train_embedding: bool = True
-    grouped_conv: bool = False
-    budget: Any = None
-    budget_strict: bool = True
-
-    def validate(self) -> None:
-        """Check values; raise MethodError with one clear line (subclasses call super)."""
-        from .budget import check_budget_value
-
-        check_budget_value(self.budget)
-
-
-def positive_int(options: Any, name: str) -> None:
-    value = getattr(options, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise MethodError(f"method.{name} must be a positive integer, got {value!r}")
-
-
-def build_options(cls: type[AdapterOptions], method: str, options: dict[str, Any]) -> AdapterOptions:
-    """Typed options of ``method``: unknown names get a close match, wrong types one line."""
-    import difflib
-
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    names = [f.name for f in fields(cls)]
-    for key in options:
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise MethodError(f"method {method!r} has no option {key!r}{hint}; its options: {', '.join(sorted(names))}")
-    try:
-        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), options))
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        value = options.get(str(key).split(".")[0], "?")
-        raise MethodError(f"method.{key}={value!r} has the wrong type for method {method!r}: "
-                          f"{str(exc).splitlines()[0]}") from None
-    typed.validate()
-    return typed
 
 
 @dataclass
