@@ -184,3 +184,29 @@ def test_a_sample_grid_of_a_label_with_brackets_has_a_valid_url(tmp_path):
     assert (tmp_path / "report" / "samples" / f"table5_{label}_task1.png").exists()
     assert ('<img src="samples/table5_cifar10_2-2_funlora%5Bbudget%3D1x%2Cbudget_strict%3DFalse%5D_midpoint6_s0_task1.png"'
             in page)
+
+
+def test_a_sample_grid_drawn_again_after_its_record_does_not_replace_the_published_copy(tmp_path):
+    """Another grid's cell of the same configuration recomputes a stage on another CPU (a published store
+    has records, not stage outputs): the grid file the record names is redrawn with other pixels. The
+    report keeps the copy of the record's own drawing, and shows no grid rather than the redraw."""
+    import time
+
+    grid = tmp_path / "grid.png"
+    Image.fromarray(np.zeros((40, 120), dtype=np.uint8)).save(grid)                 # redrawn just now
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    make_record(tmp_path, "table5", "cifar10", "2-2", "funlora", 0, 80.0, 85.0, 10028, label="old",
+                created="2026-01-01T00:00:00Z", sample_grids=[str(grid), str(grid)])  # written long before
+    make_record(tmp_path, "table5", "cifar10", "2-2", "vanilla_mul", 0, 80.0, 85.0, 9728, label="new",
+                created=now, sample_grids=[str(grid), str(grid)])
+    samples = tmp_path / "report" / "samples"
+    samples.mkdir(parents=True)
+    published = samples / "table5_old_task1.png"
+    Image.fromarray(np.full((40, 120), 255, dtype=np.uint8)).save(published)
+    drawn = published.read_bytes()
+    os.utime(published, (0, 0))                                                      # older than the redraw
+    assert report_main([f"store={tmp_path}", "grid=table5", "figures=false"]) == 0
+    page = (tmp_path / "report" / "table5.html").read_text()
+    assert published.read_bytes() == drawn and 'src="samples/table5_old_task1.png"' in page
+    assert not (samples / "table5_old_task2.png").exists() and "samples/table5_old_task2.png" not in page
+    assert (samples / "table5_new_task1.png").read_bytes() == grid.read_bytes()       # its own drawing: copied

@@ -11,7 +11,8 @@ from bench.report.cli import main as report_main
 
 
 def make_record(store: Path, grid: str, dataset: str, split: str, method: str, seed: int, la: float,
-                aia: float, ppc: int, options: dict | None = None, label: str | None = None, **extra) -> Path:
+                aia: float, ppc: int, options: dict | None = None, label: str | None = None,
+                created: str = "now", **extra) -> Path:
     options = options or {}
     solver = {"name": "dopri5", "atol": 1e-4, "rtol": 1e-4, "steps": 100}
     rec = Record(
@@ -21,7 +22,7 @@ def make_record(store: Path, grid: str, dataset: str, split: str, method: str, s
         embedding_params_per_class=512, trainable_per_task=[100, 10],
         nfe=[NFE("dopri5", 0, 0), NFE("dopri5", 2, 40, 20.0, 20, 20)],
         seconds=Seconds([10.0, 2.0], [0.0, 1.0], [3.0, 3.0], 19.0),
-        config={"method": {"name": method, **options}}, device="cpu", torch="test", created="now",
+        config={"method": {"name": method, **options}}, device="cpu", torch="test", created=created,
         grid=grid, label=label or f"{dataset}_{split}_{method}_{seed}_{len(options)}", **extra)
     path = store / "records" / grid / f"{rec.label}.json"
     rec.write(path)

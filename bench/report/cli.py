@@ -170,13 +170,13 @@ def html_page(name: str, df, built: list, pngs: list[Path]) -> "html.Page":
     samples = []
     if "sample_grids" in df:   # one seed's grids per cell (its lowest with grids): the page stays readable
         shown: set[tuple] = set()
-        for n, label, g, *cell in zip(names, ordered["label"], ordered["sample_grids"], ordered["dataset"],
-                                      ordered["split"], ordered["method"], ordered["options"], ordered["solver"],
-                                      ordered["steps"]):
+        for n, label, g, created, *cell in zip(names, ordered["label"], ordered["sample_grids"], ordered["created"],
+                                               ordered["dataset"], ordered["split"], ordered["method"],
+                                               ordered["options"], ordered["solver"], ordered["steps"]):
             key = tuple(str(c) for c in cell)
             if isinstance(g, str) and key not in shown:
                 shown.add(key)
-                samples.append((n, label, json.loads(g)))
+                samples.append((n, label, json.loads(g), html.written_at(created)))
     configs = [(label, json.loads(c)) for label, c in zip(ordered["label"], ordered["config_json"])]
     about = f"These records: {records_summary(df)}. The grid: {spec.get('description', name)}"
     return html.Page(name, about, len(df), built, pngs, samples, configs)

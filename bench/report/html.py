@@ -9,11 +9,13 @@ CSS: no script, no network; images are files beside the pages (``figures/``,
 """
 from __future__ import annotations
 
+import calendar
 import html
 import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -50,7 +52,8 @@ class Page:
     records: int
     tables: list[Table]
     figures: list[Path] = field(default_factory=list)
-    samples: list[tuple[str, str, list[str | None]]] = field(default_factory=list)  # (title, label, grid per task)
+    # (title, label, grid per task, when the record was written: epoch seconds or None)
+    samples: list[tuple[str, str, list[str | None], float | None]] = field(default_factory=list)
     configs: list[tuple[str, dict]] = field(default_factory=list)
 
 
@@ -75,12 +78,32 @@ def table_html(table: Table) -> str:
     return "\n".join(out)
 
 
-def _copy(src: str | Path, dest_dir: Path, name: str) -> str | None:
-    """Copy an image next to the pages (so the folder stands alone); its relative path."""
+# How much later than its record a sample grid may be written and still be the record's own drawing: the
+# record is written after its last grid; the margin absorbs a file server's clock running ahead.
+REDRAWN_AFTER_S = 300.0
+
+
+def written_at(created: object) -> float | None:
+    """A record's `created` stamp (UTC, ISO 8601 with Z) as epoch seconds; None if it is not one."""
+    try:
+        return calendar.timegm(time.strptime(str(created), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
+
+
+def _copy(src: str | Path, dest_dir: Path, name: str, record_written: float | None = None) -> str | None:
+    """Copy an image next to the pages (so the folder stands alone); its relative path.
+
+    A sample grid written well after the record that names it (RECORD_WRITTEN) is not that record's
+    drawing: another grid's cell of the same configuration recomputed the stage later, perhaps on
+    another CPU model (a published store keeps records, not stage outputs). Then the copy made from
+    the record's own drawing is kept, or the grid is left out if there is none."""
     from ..pictures import readable_png
 
     src, dest = Path(src), dest_dir / name
-    if not src.exists():   # a published store keeps the copies, not the stage outputs they came from
+    redrawn = (record_written is not None and src.exists()
+               and src.stat().st_mtime > record_written + REDRAWN_AFTER_S)
+    if not src.exists() or redrawn:   # a published store keeps the copies, not the stage outputs they came from
         return f"{dest_dir.name}/{name}" if dest.exists() else None
     if src.suffix == ".png" and not readable_png(src):
         print(f"warning: {src} is not a readable PNG (truncated or damaged): left out of the HTML report; "
@@ -106,13 +129,13 @@ def page_html(page: Page, out: Path) -> str:
         parts.append("<h2>Samples after each task</h2><p>Fixed noise per class: under per-class adapters the rows "
                      "of old classes are the same pixels from task to task. One seed per cell: its lowest with "
                      "sample grids.</p>")
-        width = max(len(g) for *_, g in page.samples)
+        width = max(len(g) for _, _, g, _ in page.samples)
         parts.append('<div class="scroll"><table class="samples"><thead><tr><th>cell</th>' +
                      "".join(f"<th>task {t + 1}</th>" for t in range(width)) + "</tr></thead><tbody>")
-        for title, label, grids in page.samples:
+        for title, label, grids, record_written in page.samples:
             cells = []
             for t, g in enumerate(grids):
-                rel = _copy(g, out / "samples", f"{page.name}_{label}_task{t + 1}.png") if g else None
+                rel = _copy(g, out / "samples", f"{page.name}_{label}_task{t + 1}.png", record_written) if g else None
                 # a label may hold [ ] = , (a zoo cell's budget): percent-encoded, the src is a valid URL
                 cells.append(f'<td><img src="{html.escape(quote(rel))}" alt="{html.escape(title)} task {t + 1}"></td>'
                              if rel else "<td>-</td>")

@@ -76,6 +76,7 @@ def flatten(rec: Record, path: Path) -> dict:
     row["budget"] = json.dumps(rec.budget) if rec.budget else None
     row["per_class"] = json.dumps(rec.per_class_accuracy[-1]) if rec.per_class_accuracy else None
     row["sample_grids"] = json.dumps(rec.sample_grids) if rec.sample_grids else None
+    row["created"] = rec.created
     row["config_json"] = json.dumps(rec.config, sort_keys=True, default=str)
     return row
 
