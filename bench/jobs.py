@@ -104,7 +104,7 @@ def read_record(path: Path, expected_config: dict | None = None) -> tuple[str, R
         return f"corrupt: {str(exc).split(': ', 1)[-1]}", None
     if expected_config is not None and with_added_keys(record.config) != with_added_keys(expected_config):
         return "stale", record
-    lost = missing_grid(record)
+    lost = missing_grid(record, path)
     if lost:
         return f"missing its sample grid {lost.name} (redrawn from the stored stages)", record
     return "ok", record

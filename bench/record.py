@@ -73,12 +73,19 @@ def with_added_keys(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def missing_grid(record: Record) -> Path | None:
+def missing_grid(record: Record, path: Path | None = None) -> Path | None:
     """A sample grid the record names that is gone while its cell's stage outputs are still there
     (so a rerun redraws it from them, cheaply); None otherwise. A record published without its
-    artifacts (results/cpu: only records and the report are committed) is complete as it is."""
+    artifacts (results/cpu: only records and the report are committed) is complete as it is.
+
+    PATH, the record's file (STORE/records/GRID/LABEL.json): a grid outside STORE was drawn in
+    another store (the clone or copy a published record came from, whose stages may be half
+    recomputed right now) and is not this store's to redraw."""
+    store = path.resolve().parents[2] if path is not None and path.parent.parent.name == "records" else None
     for grid in record.sample_grids or []:
-        if grid and not Path(grid).exists() and Path(grid).parent.is_dir():
+        if not grid or (store is not None and not Path(grid).is_relative_to(store)):
+            continue
+        if not Path(grid).exists() and Path(grid).parent.is_dir():
             return Path(grid)
     return None
 

@@ -151,6 +151,23 @@ def test_a_published_record_without_its_stage_outputs_is_complete(tmp_path):
     assert read_record(path)[0] == "ok"
 
 
+def test_a_grid_of_another_store_half_recomputed_is_not_this_stores_to_redraw(tmp_path):
+    """A published record names the absolute path its grid had where it was computed; in a clone on the
+    same machine that store's stages may be half recomputed right now (its evaluation folder there, the
+    grid not yet). The clone's record is complete; the same record in the store it names is not."""
+    from bench.jobs import read_record
+
+    elsewhere = tmp_path / "original" / "artifacts" / "evaluations" / "x"
+    elsewhere.mkdir(parents=True)
+    grid = str(elsewhere / "samples_task1_n8.png")
+    clone = make_record(tmp_path / "clone", "table5", "cifar10", "2-2", "funlora", 0, 50.0, 55.0, 10,
+                        sample_grids=[grid, None])
+    assert read_record(clone)[0] == "ok"
+    original = make_record(tmp_path / "original", "table5", "cifar10", "2-2", "funlora", 0, 50.0, 55.0, 10,
+                           sample_grids=[grid, None])
+    assert read_record(original)[0] == "missing its sample grid samples_task1_n8.png (redrawn from the stored stages)"
+
+
 def test_quickstart_says_an_unknown_grid_before_setup(tmp_path):
     res = subprocess.run(["bash", "scripts/quickstart.sh", "grid=nope"], cwd=ROOT, capture_output=True, text=True,
                          timeout=30)

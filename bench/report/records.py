@@ -122,7 +122,7 @@ def load(store: str | Path, grid: str | None = None, only: dict[str, set[int]] |
             if label in expected and _results_config(expected[label]) != _results_config(rec.config):
                 out.stale.append(f"{path}: its config differs from what grid {g} resolves to now")
                 continue
-        lost = missing_grid(rec)
+        lost = missing_grid(rec, path)
         if lost:   # its cell's stages are still in the store: the sweep redraws it
             out.incomplete.append(f"{path}: its sample grid {lost} is missing: rerun the sweep to redraw it")
         rows.append(flatten(rec, path))
