@@ -4,7 +4,7 @@ a preset or a stage key that makes the records stale fails here, naming the grid
 
 Published: the records of the seeds ``computed.json`` lists. A seed still being computed
 (its records in the working tree, not yet committed) is left out, so these tests also pass
-beside a running publication; every committed record must be of a published seed."""
+beside a running publication; committed records of an unfinished seed are not published."""
 import filecmp
 import json
 import shutil
@@ -91,8 +91,15 @@ def test_computed_json_says_which_commit_and_cpu_computed_each_published_seed():
     for grid, seeds in published().items():
         assert sorted(int(s) for s in COMPUTED.get(grid, {})) == seeds, grid
         assert all(v["commit"] and v["hardware"] for v in COMPUTED[grid].values())
-    unlisted = [p.relative_to(ROOT).as_posix() for p in committed_records() if p not in RECORDS]
-    assert not unlisted, f"committed records of seeds computed.json does not list: {unlisted[:5]}"
+
+
+def test_committed_records_of_a_seed_still_computing_load_and_stay_out_of_the_report():
+    """A seed's finished cells are committed before the seed completes (so a new machine does not
+    recompute them); computed.json does not list that seed yet, so it is not published: such records
+    must still load (the report test above renders only the published ones)."""
+    for path in (p for p in committed_records() if p not in RECORDS):
+        rec = Record.load(path)
+        assert path.stem.endswith(f"_s{rec.cell.seed}"), path
 
 
 def test_headline_refuses_a_readme_without_its_markers(tmp_path):
