@@ -56,6 +56,9 @@ def _time_model_units(cfg: dict, units: list[Unit], threads: int | None, started
 
     ready = None if _STARTED else time.time() - started   # process start and imports: a job's fixed cost
     _STARTED = True
+    from . import numerics
+
+    numerics.require(cfg.get("numerics", "native"))   # timed in the mode the cells compute in
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(cfg["device"])

@@ -84,6 +84,7 @@ class CellConfig:
     threads: Optional[int] = None
     deterministic: bool = False
     precision: str = "fp32"            # fp32, or bf16 (autocast of every forward of the cell)
+    numerics: str = "portable"         # portable (same bits on any x86-64 AVX2 CPU) or native (bench/numerics.py)
     compile: bool = False              # torch.compile of the U-Net
     sample_grid: int = 8               # images per class in each task's sample grid (0: none)
     progress: bool = True
@@ -162,7 +163,7 @@ PAPER_DATASET_OVERRIDES = {
 TOP_LEVEL = {"dataset": "fashion_mnist", "split": "2-2", "method": {"name": "vanilla_mul"},
              "scale": "cpu", "seed": 0, "out": None, "device": "auto", "data_root": None,
              "workdir": None, "class_order": "natural", "threads": None, "deterministic": False,
-             "precision": "fp32", "compile": False, "sample_grid": 8,
+             "precision": "fp32", "numerics": "portable", "compile": False, "sample_grid": 8,
              "progress": True,
              "fid": False, "fid_extractor": "auto"}
 
@@ -308,6 +309,9 @@ def validate(cfg: dict[str, Any]) -> None:
         raise BenchError(f"sample_grid must be a number of images per class (0: none), got {cfg['sample_grid']!r}")
     if cfg["precision"] not in ("fp32", "bf16"):
         raise BenchError(f"precision must be fp32 or bf16, got {cfg['precision']!r}")
+    from .numerics import check_mode
+
+    check_mode(cfg["numerics"])
     if cfg["fid_extractor"] not in ("auto", "inception", "classifier"):
         raise BenchError(f"fid_extractor must be auto, inception or classifier, got {cfg['fid_extractor']!r}")
     tune = cfg["tune"]

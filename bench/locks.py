@@ -57,8 +57,12 @@ def record_provenance(path: Path, **entry: Any) -> None:
     entries = read_json(side, lambda obj: isinstance(obj, list)) or []
     import torch   # here, not at the top: the lock helpers are imported where torch is not needed
 
-    # threads: a CPU stage's numbers depend on them (oneDNN splits reductions over the threads)
-    entries.append({"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(), **entry})
+    from .numerics import cpu_class, cpu_info, process_mode
+
+    # threads and numerics: a CPU stage's numbers depend on them (oneDNN splits reductions over
+    # the threads; native numerics follow the CPU type, bench/numerics.py)
+    entries.append({"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
+                    "numerics": process_mode() or "mixed", "cpu_class": cpu_class(cpu_info()), **entry})
     write_json_atomic(side, entries)
 
 

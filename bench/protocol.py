@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 import methods
 
 from . import data as data_mod
-from . import hardware, precision
+from . import hardware, numerics, precision
 from . import strategies
 from .classifier import accuracy_per_class, accuracy_per_task, predict, train_classifier
 from .errors import BenchError
@@ -132,6 +132,7 @@ class Cell:
     def __init__(self, cfg: dict, artifacts: str | Path | None = None, log=print):
         self.cfg = cfg
         self.log = log
+        numerics.require(cfg.get("numerics", "native"))   # this process's mode; portable routes sqrt
         self.device = resolve_device(cfg["device"])
         set_deterministic(bool(cfg.get("deterministic", False)))
         self.method_name = cfg["method"]["name"]
@@ -385,6 +386,7 @@ class Cell:
             nfe=[NFE(**n) for n in nfe], quality=quality, tuning=self.tuning,
             seconds=Seconds(**seconds, total=sum(sum(v) for v in seconds.values())),
             device=str(self.device), hardware=hardware.describe(self.device), threads=torch.get_num_threads(),
+            numerics=numerics.describe(str(self.device)),
             torch=torch.__version__,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), config=cfg)
 

@@ -57,7 +57,8 @@ class Seconds:
 
 # Config keys added after records of SCHEMA 1 were first written, with the value that
 # reproduces what those records computed: an older record without them is not stale.
-ADDED_CONFIG_KEYS = {"precision": "fp32", "compile": False, "sample_grid": 8, "classifier.width": 64}
+ADDED_CONFIG_KEYS = {"precision": "fp32", "compile": False, "sample_grid": 8, "classifier.width": 64,
+                     "numerics": "native"}
 
 
 def with_added_keys(config: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +124,7 @@ class Record:
     implementation: Optional[dict[str, str]] = None              # how the adapter computed (FunLoRA's kernel)
     hardware: Optional[str] = None                               # the CPU model or GPU it was computed on
     threads: Optional[int] = None                                # torch's CPU threads (CPU numbers depend on them)
+    numerics: Optional[dict[str, Any]] = None                    # bench.numerics.describe(): mode, class, CPU, ISAs
 
     # ---- JSON -------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

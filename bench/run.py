@@ -21,6 +21,7 @@ Keys (defaults for scale=cpu in brackets):
   method.X    an option of the method, e.g. method.K=5 method.layers=0-64
   scale       paper | cpu | smoke                                          [cpu]
   seed, device (auto|cpu|cuda), data_root, out, workdir, class_order (natural|permuted)
+  numerics    portable (same bits on every x86-64 AVX2 CPU) | native      [portable]
   solver.name dopri5 | rk4 | euler | midpoint; solver.steps, solver.atol, solver.rtol
   generator.task1.*, generator.adapter.*, sampling.*, classifier.*: schedules of the scale
 """
@@ -40,6 +41,9 @@ def main(argv: list[str]) -> int:
         print(HELP + "Methods: " + ", ".join(methods.available()) + "\nStrategies: " + ", ".join(strategies.available()))
         return 0
     cfg = config_mod.resolve(argv)
+    from .numerics import require
+
+    require(cfg["numerics"], restart=True)   # before any work: the mode is fixed when torch loads
     from .data import check_dataset, parse_split
     from .protocol import dry_build, run_cell
 

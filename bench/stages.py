@@ -27,6 +27,15 @@ def _precision(cfg: dict) -> dict:
     return {"precision": cfg["precision"], "precision_rev": 2} if cfg.get("precision", "fp32") != "fp32" else {}
 
 
+def _numerics(cfg: dict) -> dict:
+    """The portable numerics computes other bits than the native one (bench/numerics.py);
+    native, what every stage computed before the option existed, keeps the keys it always had."""
+    from .numerics import PORTABLE_REVISION
+
+    mode = cfg.get("numerics", "native")
+    return {"numerics": mode, "numerics_rev": PORTABLE_REVISION} if mode != "native" else {}
+
+
 def _classifier(cfg: dict) -> dict:
     """The classifier config as keys see it: width 64 (torchvision's ResNet18, what every
     evaluation computed before the option existed) keeps the keys it always had."""
@@ -39,7 +48,7 @@ def _classifier(cfg: dict) -> dict:
 def backbone_key(cfg: dict) -> str:
     """Key of the task-1 backbone: data, split, seed, model and its schedule; never the method."""
     return key_of({**{k: cfg[k] for k in BACKBONE_KEYS}, "schedule": cfg["generator"]["task1"], "rng": RNG_VERSION,
-                   **_precision(cfg)})
+                   **_precision(cfg), **_numerics(cfg)})
 
 
 def generator_key(cfg: dict) -> str:
@@ -109,13 +118,13 @@ def first_samples_key(cfg: dict) -> str:
 def first_task_key(cfg: dict) -> str:
     """Key of the task-1 evaluation on real data (a classifier on real D_1): shared by every method."""
     return key_of({**{k: cfg[k] for k in BACKBONE_KEYS if k not in ("model",)}, "classifier": _classifier(cfg),
-                   "test_per_class": cfg["test_per_class"], "rng": RNG_VERSION, **_precision(cfg)})
+                   "test_per_class": cfg["test_per_class"], "rng": RNG_VERSION, **_precision(cfg), **_numerics(cfg)})
 
 
 def feature_net_key(cfg: dict) -> str:
     """Key of the ResNet18 trained on all real training data (the offline FID extractor)."""
     return key_of({**{k: cfg[k] for k in ("dataset", "seed", "scale", "image_size", "train_per_class")},
-                   "classifier": _classifier(cfg), "rng": RNG_VERSION, **_precision(cfg)})
+                   "classifier": _classifier(cfg), "rng": RNG_VERSION, **_precision(cfg), **_numerics(cfg)})
 
 
 class StagePaths:

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import yaml
 
-from . import grids, local, strategies
+from . import grids, local, numerics, strategies
 from .config import SCALES, TOP_LEVEL, parse_overrides, typed_merge
 from .data import ensure_available, parse_split
 from .data import spec as dataset_spec
@@ -124,6 +124,8 @@ def make_executor(kind: str, folder: Path, profile: dict, stage: str, timeout_mi
             params["mem_gb"] = profile["mem_gb"]
         if profile.get("python"):
             params["slurm_python"] = profile["python"]
+        # the job computes in the sweep's numerics, also where sbatch exports no environment
+        params["slurm_setup"] = [f"export {numerics.ENV_VAR}={numerics.process_mode() or numerics.DEFAULT}"]
         ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     else:
         ex.update_parameters(timeout_min=timeout_min)
@@ -216,6 +218,10 @@ def pre_work_checks(plan: Plan, sweep: dict, profile: dict) -> list[str]:
     else:
         for device in devices:
             check(resolve_device, device)   # device=cuda without CUDA: one line here, not a failure per job
+    modes = sorted({c.config["numerics"] for c in plan.todo} - {numerics.process_mode()})
+    if modes:   # a grid file that sets another mode than the sweep's
+        out.append(f"numerics={modes[0]} in grid {plan.grid}: a sweep computes in one numerics mode, "
+                   f"this one in {numerics.process_mode()}; run it with numerics={modes[0]}")
     for c in plan.todo:
         check(dry_build, c.config)  # on the meta device: targets and layer ranges checked against the backbone
     if sweep["estimate"] and sweep["executor"] != "local":
@@ -302,6 +308,8 @@ def _main(argv: list[str]) -> int:
                              "cell keys as in python -m bench.run --help")
     if not sweep["grid"]:
         raise BenchError("give a grid: python -m bench.sweep grid=NAME; grids: " + ", ".join(grids.available()))
+    # the jobs inherit this process's mode (local children, Slurm's exported environment)
+    numerics.require(numerics.check_mode(args.get("numerics", numerics.DEFAULT)), restart=True)
     if sweep["executor"] not in EXECUTORS:
         raise BenchError(f"unknown executor {sweep['executor']!r}; executors: {', '.join(EXECUTORS)}")
     if sweep["jobs"] != "auto" and (isinstance(sweep["jobs"], bool) or not isinstance(sweep["jobs"], int)

@@ -12,7 +12,8 @@ kernels that compute it, all equal to float32 rounding in values and gradients (
               cos and sin, are what the other two pay for.
 ``auto``      the kernel measured fastest on the device type (``AUTO``): ``compiled`` on the
               CPU where torch.compile works there (a C++ compiler; probed once per process,
-              ``function`` where it does not), ``function`` on CUDA.
+              ``function`` where it does not), ``function`` on CUDA; ``function`` on the CPU in
+              bench's portable numerics (the default), whose bits must not follow the machine.
 
 Measured: on 2 CPU cores ``compiled`` is 3-7x faster than ``function`` for one 256 x 512
 layer, and a FunLoRA step 1.08x vanilla_mul's against 1.28x (8 classes in a batch of 16).
@@ -172,6 +173,15 @@ def compiled_kernel(device_type: str) -> Callable | str:
     return _compiled[device_type]
 
 
+def _portable() -> bool:
+    """Whether this process computes in bench's portable numerics (``bench/numerics.py``), where
+    ``auto`` takes ``function`` on the CPU: Inductor's C++ is built with ``-march=native`` by the
+    local compiler, so its bits could follow the machine that built it."""
+    from bench.numerics import process_mode
+
+    return process_mode() == "portable"
+
+
 def resolve(kernel: str, device_type: str) -> tuple[str, Callable]:
     """The kernel that ``kernel`` names on this device: (its name, its function).
 
@@ -184,6 +194,8 @@ def resolve(kernel: str, device_type: str) -> tuple[str, Callable]:
     auto = kernel == "auto"
     if auto:
         kernel = AUTO.get(device_type, "function")
+        if device_type == "cpu" and _portable():
+            kernel = "function"   # compiled code follows the compiler and the CPU it was built on
     if kernel == "function" or device_type == "meta":   # meta: shapes only, nothing to compile
         return "function", CosineModulation.apply
     fn = compiled_kernel(device_type)

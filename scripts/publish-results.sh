@@ -36,10 +36,12 @@ for grid in "${grids[@]}"; do
       "$commit") <<'PY'
 import json, sys, torch
 from pathlib import Path
+from bench import numerics
 from bench.hardware import describe
 path, grid, seed, commit = Path(sys.argv[1]), *sys.argv[2:]
 done = json.loads(path.read_text()) if path.exists() else {}
-done.setdefault(grid, {})[seed] = {"commit": commit, "hardware": describe(torch.device("cpu"))}
+done.setdefault(grid, {})[seed] = {"commit": commit, "hardware": describe(torch.device("cpu")),
+                                   "numerics": numerics.numerics_class(numerics.process_mode())}
 path.write_text(json.dumps(done, indent=2, sort_keys=True) + "\n")
 PY
     # the published seeds only (the next seed's records, written while it runs, stay out):

@@ -1,6 +1,7 @@
 """Shared fixtures: small backbones with non-trivial weights, so identities are real tests."""
 from __future__ import annotations
 
+import bench  # noqa: F401 - first: it fixes the numerics mode (portable) before torch loads
 import pytest
 import torch
 

@@ -86,11 +86,26 @@ def test_kernels_train_alike():
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_auto_compiles_where_a_compiler_exists():
+def test_auto_compiles_where_a_compiler_exists_in_native_numerics(monkeypatch):
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler: auto uses the function kernel here")
+    monkeypatch.setattr(cosine_kernel, "_portable", lambda: False)
     name, fn = resolve("auto", "cpu")
     assert name == "compiled", cosine_kernel.compiled_kernel("cpu")
+
+
+def test_auto_takes_the_function_kernel_in_portable_numerics(monkeypatch):
+    """Portable numerics (the tests' mode, as every command's by default): no compiled code,
+    whose bits could follow the machine that built it, and no probe of the compiler."""
+    from bench import numerics
+
+    assert numerics.process_mode() == "portable"
+
+    def no_probe(device_type):
+        raise AssertionError(f"auto probed torch.compile on {device_type}")
+
+    monkeypatch.setattr(cosine_kernel, "compiled_kernel", no_probe)
+    assert resolve("auto", "cpu") == ("function", CosineModulation.apply)
 
 
 def test_auto_takes_the_kernel_measured_fastest_on_each_device(monkeypatch):
@@ -106,6 +121,7 @@ def test_auto_takes_the_kernel_measured_fastest_on_each_device(monkeypatch):
 
 
 def test_auto_falls_back_with_one_line_and_explicit_compiled_is_an_error(monkeypatch, caplog):
+    monkeypatch.setattr(cosine_kernel, "_portable", lambda: False)   # native numerics: auto compiles
     monkeypatch.setitem(cosine_kernel._compiled, "cpu", "InvalidCxxCompiler: no working C++ compiler found")
     monkeypatch.setattr(cosine_kernel, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="methods.cosine_kernel"):

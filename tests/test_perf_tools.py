@@ -45,7 +45,7 @@ def test_perf_json_under_bf16_says_its_device_and_precision():
     res = _script("benchmarks/perf.py", "--json", "--json-model", "tiny", "--repeats", "1", "--device", "auto",
                   "--precision", "bf16", "--methods", "funlora")
     assert res["precision"] == "bf16" and res["device"] in ("cpu", "cuda")
-    assert res["funlora_kernel"] == ("function" if res["device"] == "cuda" else "compiled")
+    assert res["funlora_kernel"] == "function"   # CUDA's choice, and the CPU's in portable numerics
     assert set(res["train_ratio"]) == {"conditioning_only", "funlora"}
 
 

@@ -188,7 +188,25 @@ def records_summary(df) -> str:
     scales = ", ".join(f"scale={s}" for s in sorted(df["scale"].unique()))
     seeds = sorted(int(s) for s in df["seed"].unique())
     shown = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
-    return f"{data} at {scales}, {shown}, {df['method'].nunique()} methods ({len(df)} records)"
+    return (f"{data} at {scales}, {shown}, {df['method'].nunique()} methods ({len(df)} records); "
+            f"numerics {numerics_summary(df)}")
+
+
+def numerics_summary(df) -> str:
+    """Which seeds were computed in which numerics class (bench/numerics.py): records of one
+    cell agree to the bit only within a class, and native classes follow the CPU type."""
+    if "numerics" not in df:
+        return "unknown"
+    by_class: dict[str, set[int]] = {}
+    for cls, seed in df[["numerics", "seed"]].itertuples(index=False):
+        by_class.setdefault(str(cls), set()).add(int(seed))
+    if len(by_class) == 1:
+        return next(iter(by_class))
+    parts = []
+    for cls, seeds in sorted(by_class.items(), key=lambda kv: min(kv[1])):
+        s = sorted(seeds)
+        parts.append(f"{cls} (seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))})")
+    return "; ".join(parts) + " (a rerun reproduces a seed to the bit only in its class)"
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..config import parse_known, typed_merge
 from ..errors import BenchError, cli
+from ..numerics import class_of_record
 from ..strategies import display_name
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -66,8 +67,10 @@ def seeds_line(computed: dict, grid: str, cells: dict[int, int]) -> str:
     commits = ", ".join(f"{c} (seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))})"
                         for c, ss in by_commit.items())
     by_cpu: dict[str, list[int]] = {}
-    for s in seeds:
-        by_cpu.setdefault(done[str(s)]["hardware"], []).append(s)
+    for s in seeds:   # the CPU, and the numerics class a rerun must share to give the same bits
+        entry = done[str(s)]
+        numerics = entry.get("numerics") or class_of_record(None, entry["hardware"])
+        by_cpu.setdefault(f"{entry['hardware']} in {numerics} numerics", []).append(s)
     cpus = list(by_cpu) if len(by_cpu) == 1 else [
         f"{c} (seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))})" for c, ss in by_cpu.items()]
     full = max(cells.values())

@@ -15,6 +15,7 @@ from .. import grids
 from ..data import DATASETS
 from ..errors import BenchError
 from ..metrics import forgetting
+from ..numerics import class_of_record
 from ..record import Record, missing_grid, with_added_keys
 
 
@@ -77,6 +78,7 @@ def flatten(rec: Record, path: Path) -> dict:
     row["per_class"] = json.dumps(rec.per_class_accuracy[-1]) if rec.per_class_accuracy else None
     row["sample_grids"] = json.dumps(rec.sample_grids) if rec.sample_grids else None
     row["created"] = rec.created
+    row["numerics"] = class_of_record(rec.numerics, rec.hardware, rec.device)
     row["config_json"] = json.dumps(rec.config, sort_keys=True, default=str)
     return row
 
@@ -117,6 +119,9 @@ def load(store: str | Path, grid: str | None = None, only: dict[str, set[int]] |
             continue
         if g in grids.available():
             overrides = {k: v for k, v in (rec.overrides or {}).items() if k not in CIRCUMSTANTIAL}
+            # its numerics mode says how it was computed, not what: a record of either mode is
+            # current (the report names each seed's numerics class); a sweep in the other mode redoes it
+            overrides["numerics"] = with_added_keys(rec.config)["numerics"]
             expected = _expected_configs(g, {"scale": rec.cell.scale, **overrides}, rec.cell.seed, cache)
             label = rec.label or path.stem
             if label in expected and _results_config(expected[label]) != _results_config(rec.config):
