@@ -28,6 +28,10 @@ Keys:
   methods   the adapters to train (default: {', '.join(DEFAULT_METHODS)})
   out       also write the JSON here
   numerics  portable | native (default: this process's; see bench/numerics.py)
+  solvers   the sampling solves to hash (default: [midpoint,dopri5]; [] for none)
+  classifier  false: leave out the ResNet18's training and prediction
+  quick     true: the U-Net, FunLoRA's adapters, the midpoint solver and the classifier only
+            (every kind of op but the other adapters' and dopri5's; about 4x faster)
   compare   [a.json,b.json,...]: compare runs written with out=; exit 1 if any piece differs
 """
 
@@ -39,8 +43,10 @@ def _hash(*tensors) -> str:
     return h.hexdigest()[:16]
 
 
-def pieces(method_names=DEFAULT_METHODS, progress=None) -> dict[str, str]:
-    """Hash of each piece, computed on the CPU with one thread."""
+def pieces(method_names=DEFAULT_METHODS, progress=None, solvers=("midpoint", "dopri5"),
+           classifier: bool = True) -> dict[str, str]:
+    """Hash of each piece, computed on the CPU with one thread: the U-Net's training, each of
+    ``method_names``' adapters, a sampling solve with each of ``solvers``, the classifier."""
     import torch
 
     import methods
@@ -89,11 +95,14 @@ def pieces(method_names=DEFAULT_METHODS, progress=None) -> dict[str, str]:
         say(f"adapter_{name}")
     unet.eval()
     labels = torch.tensor([0, 1, 0, 1])
-    for solver in (SolverConfig("midpoint", steps=3), SolverConfig("dopri5", atol=1e-3, rtol=1e-3)):
+    configs = {"midpoint": SolverConfig("midpoint", steps=3), "dopri5": SolverConfig("dopri5", atol=1e-3, rtol=1e-3)}
+    for solver in (configs[name] for name in solvers):
         g = torch.Generator().manual_seed(5)
         xs, nfe = sample(unet, labels, (1, 8, 8), solver, generator=g, device=cpu)
         out[f"sampler_{solver.name}"] = _hash(xs, torch.tensor(nfe))
         say(f"sampler_{solver.name}")
+    if not classifier:
+        return out
     cfg = {"width": 8, "epochs": 1, "batch_size": 16, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
            "augment": True}
     net, _ = train_classifier(x, y, [0, 1], cfg, seed=6, device=cpu, progress=False)
@@ -102,6 +111,16 @@ def pieces(method_names=DEFAULT_METHODS, progress=None) -> dict[str, str]:
     say("classifier")
     assert build_resnet18  # the classifier of the protocol, trained above
     return out
+
+
+def controls() -> dict[str, str]:
+    """Hashes that are meant to differ between CPUs: torch's own float32 square root (``pow(0.5)``
+    takes it; the portable mode routes only ``sqrt``), misrounded in CPU-dependent places. A check
+    whose CPUs agree here too did not run on different CPUs (or the emulation hid the difference)."""
+    import torch
+
+    x = torch.rand(1000, generator=torch.Generator().manual_seed(7)) + 0.1
+    return {"torch_pow_half": _hash(x.pow(0.5))}
 
 
 def compare(paths) -> int:
@@ -125,6 +144,9 @@ def compare(paths) -> int:
         if mark:
             differ.append(name)
         print(name.ljust(24) + "".join(v.ljust(20) for v in values) + mark)
+    for name in sorted({k for r in runs.values() for k in r.get("controls", {})}):
+        values = [r.get("controls", {}).get(name, "-") for r in runs.values()]
+        print(f"control {name} (differs between CPUs unless routed): " + " ".join(values))
     for p, r in runs.items():
         n = r.get("numerics", {})
         print(f"{Path(p).stem}: {n.get('class')} ({n.get('cpu', {}).get('model')}, ATen {n.get('aten_capability')}, "
@@ -145,14 +167,22 @@ def main(argv: list[str] | None = None) -> int:
         from . import numerics
         from .config import parse_known
 
-        opts = parse_known(args, ("methods", "out", "numerics", "compare"))
+        opts = parse_known(args, ("methods", "out", "numerics", "compare", "quick", "solvers", "classifier"))
         if opts.get("compare"):
             return compare(opts["compare"])
         mode = opts.get("numerics") or numerics.process_mode() or numerics.DEFAULT
         numerics.require(numerics.check_mode(mode), restart=True)
-        names = opts.get("methods") or list(DEFAULT_METHODS)
-        if isinstance(names, str):
-            names = [names]
+        names = opts.get("methods")
+        names = list(DEFAULT_METHODS) if names is None else [names] if isinstance(names, str) else list(names)
+        quick = bool(opts.get("quick"))
+        if quick and opts.get("methods") is None:
+            names = ["funlora"]
+        solvers = opts.get("solvers")
+        solvers = (["midpoint"] if quick else ["midpoint", "dopri5"]) if solvers is None else \
+            [solvers] if isinstance(solvers, str) else list(solvers)
+        bad = [s for s in solvers if s not in ("midpoint", "dopri5")]
+        if bad:
+            raise BenchError(f"solvers= takes midpoint and dopri5, got {bad[0]!r}")
         import methods
 
         for name in names:
@@ -160,8 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise BenchError(f"unknown method {name!r} in methods=; methods: {', '.join(methods.available())}")
         t0 = time.perf_counter()
         hashes = pieces(names, progress=lambda what: print(f"  {what} ({time.perf_counter() - t0:.0f} s)",
-                                                            file=sys.stderr, flush=True))
-        result = {"numerics": numerics.describe(), "pieces": hashes,
+                                                            file=sys.stderr, flush=True),
+                        solvers=solvers, classifier=opts.get("classifier", True) is not False)
+        result = {"numerics": numerics.describe(), "pieces": hashes, "controls": controls(),
                   "digest": hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16],
                   "seconds": round(time.perf_counter() - t0, 1)}
         text = json.dumps(result, indent=2, sort_keys=True)

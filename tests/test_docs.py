@@ -2,7 +2,8 @@
 
 A command is a line of a fenced ``bash`` block. Cheap forms: sweeps as dry runs into a
 temporary store, cells at scale=smoke, reports on a store of a few records, scripts and
-benchmarks with ``--help``; ``bench.inspect`` as it is.
+benchmarks with ``--help``; ``bench.inspect`` as it is; ``bench.reproduce`` as a dry run;
+``bench.fingerprint`` with the U-Net's pieces alone.
 """
 import re
 import shlex
@@ -68,6 +69,13 @@ def cheap(line: str, tmp: Path) -> list[str] | None:
         return [*words[:3], "--help"]
     if module == "bench.inspect":
         return words
+    if module == "bench.reproduce":   # the rerun itself takes a cell's time: tests/test_numerics.py runs one
+        return [*words, "dry_run=true"]
+    if module == "bench.fingerprint":   # the U-Net's steps alone (the adapters: tests/test_numerics.py)
+        if any(w.startswith("compare=") for w in words):
+            return [*words[:3], "--help"]
+        keep = [w for w in words if not w.startswith(("methods=", "solvers=", "classifier=", "quick=", "out="))]
+        return [*keep, "methods=[]", "solvers=[]", "classifier=false"]
     return None
 
 
