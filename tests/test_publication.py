@@ -93,6 +93,15 @@ def test_no_published_record_is_stale_under_todays_code(grid):
     assert labels == {p.stem for p in RECORDS if p.parent.name == grid}, "records of cells the grid lacks"
 
 
+def test_one_answer_per_cell_in_the_published_store():
+    """Two published records of one cell (the same config, a budget as the size it resolves to,
+    in one numerics class) hold the same numbers to the bit (bench/report/consistency.py)."""
+    from bench.report.consistency import disagreements
+
+    found = disagreements(RECORDS)
+    assert not found, "one cell with two answers in the published store:\n" + "\n".join(found)
+
+
 def test_the_readme_headline_is_what_the_store_gives():
     """README.md's results section is written by bench.report.headline from the committed report."""
     res = subprocess.run([sys.executable, "-m", "bench.report.headline", f"store={STORE}",
