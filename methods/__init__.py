@@ -10,6 +10,7 @@ the method name on the command line or in a grid.
 """
 from __future__ import annotations
 
+import bench  # noqa: F401 - first: it fixes the numerics mode before torch loads (bench/numerics.py)
 import difflib
 import importlib
 from importlib.metadata import entry_points

@@ -149,3 +149,24 @@ def test_published_true_leaves_out_the_seeds_computed_json_does_not_list(tmp_pat
     assert res.returncode == 0, res.stderr[-2000:]
     rows = json.loads((store / "report" / f"{grid}.json").read_text())
     assert rows and {r["n"] for r in rows} == {len(keep)}
+
+
+def test_every_published_record_names_the_stage_keys_todays_code_computes():
+    """A published record keeps no stage outputs, only the paths of its sample grids, which
+    carry its evaluation key (generators, backbone, solver, classifier and numerics): today's
+    code must compute the same key from the record's config, or a rerun would not share the
+    published stages (a changed key would pass a dry run unnoticed)."""
+    from bench.record import with_added_keys
+    from bench.stages import evaluation_key
+
+    checked, wrong = 0, []
+    for path in RECORDS:
+        rec = Record.load(path)
+        keys = {Path(g).parent.name for g in rec.sample_grids or [] if g}
+        if not keys:
+            continue
+        checked += 1
+        key = evaluation_key(with_added_keys(rec.config))
+        if keys != {key}:
+            wrong.append(f"{path.name}: names {sorted(keys)}, today's code computes {key}")
+    assert checked and not wrong, wrong
