@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,24 @@ def _data_axis(grid: dict, scale: str, datasets: list[str] | None) -> list[dict]
     return data
 
 
+def _refuse_repeats(name: str, grid: dict, scale: str, datasets: list | None) -> None:
+    """An entry listed twice on an axis of the grid file (or in datasets=) would be one cell
+    run once: refused in one line, as seeds=[0,0] is."""
+    axes = grid["axes"]
+    lists = {"data": grid.get("cpu_data", axes.get("data")) if scale != "paper" else axes.get("data"),
+             "method": [_method_entry(m) for m in axes.get("method", [])], "layers": axes.get("layers"),
+             "solver": grid.get("cpu_solver") if scale != "paper" and "cpu_solver" in grid else axes.get("solver"),
+             "settings": axes.get("settings"), "seed": axes.get("seed"), "datasets=": datasets}
+    for axis, entries in lists.items():
+        seen = set()
+        for entry in entries or []:
+            key = json.dumps(entry, sort_keys=True, default=str)
+            if key in seen:
+                where = "datasets=" if axis == "datasets=" else f"grid {name}'s {axis} axis"
+                raise BenchError(f"{where} lists {key} more than once: each entry is one cell, run once")
+            seen.add(key)
+
+
 def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
     """Every cell of grid ``name`` with ``overrides`` (cell-level keys, seeds=, datasets=)."""
     grid = load(name)
@@ -198,6 +217,7 @@ def expand(name: str, overrides: dict[str, Any] | None = None) -> list[Cell]:
     if not all(isinstance(e, dict) for e in values["settings"]):
         raise BenchError(f"grid {name}: each entry of the settings axis is a mapping of cell keys "
                          "({generator.adapter.max_steps: 600}; {} for the preset)")
+    _refuse_repeats(name, grid, scale, datasets)
     cells, labels = [], set()
     for data, layers, method, solver, settings, seed in itertools.product(*(values[a] for a in AXES)):
         m = dict(method)
