@@ -27,12 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench  # noqa: E402,F401 - first: it fixes the numerics mode before torch loads
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from bench.errors import BenchError  # noqa: E402
 from bench.protocol import Cell  # noqa: E402
-from bench.record import Record  # noqa: E402
+from bench import numerics  # noqa: E402
+from bench.record import Record, with_added_keys  # noqa: E402
 
 # The stages an evaluation draws from; a generator's stages are never redrawn.
 EVALUATION_STAGES = ("sampling-task", "sampling", "classifier")
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                                     else "") for _, r in recs]
         if len({(r.cell.dataset, r.cell.split, r.cell.seed) for _, r in recs}) > 1:
             raise BenchError("the records must share dataset, split and seed (their evaluations are paired)")
+        modes = {with_added_keys(r.config)["numerics"] for _, r in recs}
+        if len(modes) > 1:
+            raise BenchError("the records were computed in different numerics modes; give records of one")
+        numerics.require(modes.pop(), restart=True)   # replicate 0 reproduces the record only in its mode
         la = {m: final_la(p, args.replicates, args.artifacts) for m, (p, _) in zip(methods, recs)}
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

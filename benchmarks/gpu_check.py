@@ -26,9 +26,10 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench  # noqa: E402,F401 - first: it fixes the numerics mode before torch loads
+import torch  # noqa: E402
+
 
 import methods  # noqa: E402
 from bench.classifier import build_resnet18  # noqa: E402

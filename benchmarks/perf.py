@@ -27,9 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench  # noqa: E402,F401 - first: it fixes the numerics mode before torch loads
+import torch  # noqa: E402
+
 
 import methods  # noqa: E402
 from methods import cosine_kernel  # noqa: E402
@@ -157,7 +158,8 @@ def measure_methods(model: str, names: list[str], repeats: int, train_batch: int
     base = med["train"]["conditioning_only"]
     extra = {"cosine_floor_ms": round(statistics.median(floor_times) * 1000, 1)} if floor_times else {}
     return {**extra,
-        "model": model, "device": str(DEVICE), "precision": PRECISION, "train_batch": train_batch, "new_classes_per_batch": new_classes,
+        "model": model, "device": str(DEVICE), "precision": PRECISION, "numerics": _numerics_mode(),
+        "train_batch": train_batch, "new_classes_per_batch": new_classes,
         "sample_batch": sample_batch, "repeats": repeats,
         "train_ms": {n: round(t * 1000, 1) for n, t in med["train"].items()},
         "train_ratio": {n: round(t / base, 4) for n, t in med["train"].items()},
@@ -233,6 +235,12 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def _numerics_mode() -> str:
+    from bench import numerics
+
+    return numerics.process_mode() or "mixed"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="small,cifar10")
@@ -259,6 +267,9 @@ def main() -> None:
     if DEVICE.type == "cuda" and not torch.cuda.is_available():
         fail(f"--device {args.device}: CUDA is not available here")
     PRECISION = args.precision
+    from bench import numerics
+
+    numerics.activate(numerics.process_mode() or "native")   # timed as cells compute (portable: sqrt routed)
     paper_batch = args.paper_batch or (128 if DEVICE.type == "cuda" else 32)
     if args.threads:
         torch.set_num_threads(args.threads)
