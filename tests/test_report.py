@@ -257,12 +257,16 @@ def test_the_headline_says_which_cpu_computed_which_seeds():
 
     epyc, xeon = "AMD EPYC (AVX2), 2 cores", "Intel(R) Xeon(R) Processor (AVX-512), 2 cores"
     computed = {"table5": {"0": {"commit": "aaa", "hardware": epyc}, "1": {"commit": "bbb", "hardware": epyc},
-                           "2": {"commit": "bbb", "hardware": xeon}}}
-    line = seeds_line(computed, "table5", {0: 9, 1: 9, 2: 4})
-    assert line == (f"seeds 0-2 (n = 3; seed 2 in progress (4 of 9 cells)), computed at aaa (seed 0), bbb (seeds 1, 2) "
-                    f"on {epyc} (seeds 0, 1); {xeon} (seed 2)")
+                           "2": {"commit": "bbb", "hardware": xeon},
+                           "3": {"commit": "ccc", "hardware": epyc, "numerics": "portable x86-64 AVX2"}}}
+    line = seeds_line(computed, "table5", {0: 9, 1: 9, 2: 4, 3: 9})
+    # an entry older than its numerics field was computed natively: its class is read from the CPU line
+    assert line == (f"seeds 0-3 (n = 4; seed 2 in progress (4 of 9 cells)), computed at aaa (seed 0), bbb (seeds 1, 2), "
+                    f"ccc (seed 3) on {epyc} in native AMD AVX2 numerics (seeds 0, 1); {xeon} in native Intel "
+                    f"AVX-512 numerics (seed 2); {epyc} in portable x86-64 AVX2 numerics (seed 3)")
     one = {"table5": {"0": computed["table5"]["0"]}}
-    assert seeds_line(one, "table5", {0: 9}) == f"seed 0 (n = 1), computed at aaa (seed 0) on {epyc}"
+    assert seeds_line(one, "table5", {0: 9}) == \
+        f"seed 0 (n = 1), computed at aaa (seed 0) on {epyc} in native AMD AVX2 numerics"
 
 
 def test_the_status_lines_count_only_the_seeds_computed_json_lists(tmp_path):
@@ -279,7 +283,7 @@ def test_the_status_lines_count_only_the_seeds_computed_json_lists(tmp_path):
     assert "- `table5`: not computed yet" in lines
     budget = next(ln for ln in lines if ln.startswith("- `table3_budget`"))
     assert budget.startswith(f"- `table3_budget`: 1 of its 5 seeds (0-4); seed 0 (n = 1), computed at ccc (seed 0) "
-                             f"on {xeon}; 2 records (")
+                             f"on {xeon} in native Intel AVX-512 numerics; 2 records (")
 
 
 def test_times_are_median_and_range_so_that_one_stalled_run_does_not_carry_them():
